@@ -1,0 +1,135 @@
+"""The storage-target contract: what an export writes into (Manta, S3, ...).
+
+Paths are always Manta-style absolute paths (``/login/stor/dir/name``); a target that is not
+Manta maps them onto its own namespace. Bodies stream: a target never holds a whole object
+in memory. Targets raise the ``StorageError`` subclasses below, never their client library's
+exceptions, so the export action can map them to CloudAPI errors the same way for every target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+
+#: Returns a fresh iterator over the whole body each time it is called, so that a target may
+#: restart an upload from the first byte when it retries.
+BodyFactory = Callable[[], AsyncIterator[bytes]]
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a target knows about one path."""
+
+    path: str
+    type: Literal["object", "directory"]
+    size: int | None = None
+    content_md5: str | None = None  # base64, as in the Content-MD5 header
+    etag: str | None = None
+    content_type: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_directory(self) -> bool:
+        return self.type == "directory"
+
+
+class StorageError(Exception):
+    """Base of every error a storage target raises."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+
+class StorageUnavailable(StorageError):
+    """Unreachable, timed out, throttled or 503: worth retrying, and a 503 StorageIsDown if it lasts."""
+
+
+class ObjectNotFound(StorageError):
+    """The path does not exist."""
+
+
+class DirectoryDoesNotExist(StorageError):
+    """The parent directory of the path being written does not exist (``path`` names it)."""
+
+
+class ParentNotDirectory(StorageError):
+    """The parent of the path being written is an object (``path`` names it)."""
+
+
+class AccessDenied(StorageError):
+    """The target refused the credentials or the path."""
+
+
+class ChecksumMismatch(StorageError):
+    """The target computed a different MD5 than the one sent."""
+
+
+class StorageRequestFailed(StorageError):
+    """Any other refusal; ``code`` is the target's own error code when it gave one."""
+
+    def __init__(self, message: str, *, path: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, path=path)
+        self.code = code
+
+
+@runtime_checkable
+class StorageTarget(Protocol):
+    """One configured object store. Created by a ``StorageTargetFactory``; methods are async."""
+
+    #: The URL users should use to reach what was written (the export's ``manta_url``).
+    public_url: str
+
+    async def open(self) -> None:
+        """Open pooled connections. Called once, inside the app's cleanup context."""
+
+    async def close(self) -> None:
+        """Release everything ``open`` acquired."""
+
+    async def stat(self, path: str) -> ObjectInfo | None:
+        """Describe ``path``, or ``None`` when nothing is there."""
+
+    async def put_object(
+        self,
+        path: str,
+        body: BodyFactory,
+        *,
+        size: int,
+        content_md5: str | None,
+        content_type: str,
+    ) -> ObjectInfo:
+        """Write ``size`` bytes from ``body()`` at ``path``; the parent must exist.
+
+        ``content_md5`` (base64) is sent so that the store verifies what it received. The
+        target retries transient failures itself, calling ``body`` again to restart from the
+        first byte. An exception raised by the body iterator aborts the upload and is re-raised
+        unchanged, and nothing is left at ``path`` from this call.
+        """
+
+    async def get_object(self, path: str) -> AsyncIterator[bytes]:
+        """Stream the object's bytes (an async generator)."""
+
+    async def delete_object(self, path: str) -> None:
+        """Remove the object at ``path``; a missing object is not an error."""
+
+    async def mkdir(self, path: str) -> None:
+        """Make the directory ``path`` (its parent must exist); an existing one is kept."""
+
+    async def list_directory(self, path: str) -> AsyncIterator[ObjectInfo]:
+        """Stream the entries directly under the directory ``path``."""
+
+
+@runtime_checkable
+class StorageTargetFactory(Protocol):
+    """What a storage plugin registers: a named kind of target, built from its config section."""
+
+    #: The ``kind`` operators select in ``[storage]``, e.g. ``"manta"`` or ``"s3"``.
+    name: str
+
+    def create(self, config: Mapping[str, Any], settings: Settings) -> StorageTarget:
+        """Validate ``config`` (raise ``ValueError`` with a clear message) and build the target."""
