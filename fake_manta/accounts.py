@@ -19,7 +19,7 @@ LOGIN_RE = r"^[a-zA-Z][a-zA-Z0-9_\-.@%]+$"
 def md5_fingerprint(public_key_line: str) -> str:
     """Colon-hex MD5 of an OpenSSH public key line's blob (the keyId form Manta clients send)."""
     blob = base64.b64decode(public_key_line.split()[1])
-    digest = hashlib.md5(blob).hexdigest()  # noqa: S324 - Manta's keyId format
+    digest = hashlib.md5(blob).hexdigest()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pluggy
 from aiohttp import web
+from jsonschema.protocols import Validator
 
+from gateway.accounts import Account, AccountStore
 from gateway.actions import ImageAction
 from gateway.catalog import ImageCatalog
 from gateway.settings import Settings
@@ -13,5 +15,17 @@ from gateway.storage import StorageTarget
 SETTINGS = web.AppKey("settings", Settings)
 PLUGIN_MANAGER = web.AppKey("plugin_manager", pluggy.PluginManager)
 ACTIONS = web.AppKey("actions", dict[str, ImageAction])
+#: Compiled parameter validators, keyed by action name (built when the app is created).
+VALIDATORS = web.AppKey("validators", dict[str, Validator])
 CATALOG = web.AppKey("catalog", ImageCatalog)
 STORAGE = web.AppKey("storage", StorageTarget | None)  # type: ignore[arg-type]
+ACCOUNTS = web.AppKey("accounts", AccountStore)
+
+# Per-request values set by the middlewares (web.RequestKey needs aiohttp >= 3.14).
+REQUEST_ID = web.RequestKey("request_id", str)
+#: The authenticated caller (set by ``gateway.auth.authenticate``).
+ACCOUNT = web.RequestKey("account", Account)
+#: The API version the request is served at (set once the range is negotiated).
+API_VERSION = web.RequestKey("api_version", str)
+#: ``time.monotonic()`` when the request reached the gateway (for Response-Time).
+START_TIME = web.RequestKey("start_time", float)

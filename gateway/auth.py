@@ -1,15 +1,218 @@
-"""HTTP Signature verification for CloudAPI requests. STUB: owned by the auth work."""
+"""HTTP Signature authentication of CloudAPI requests, answering as CloudAPI does.
+
+The checks run in the order of CloudAPI's middleware chain (``lib/app.js``): the Authorization
+header is parsed (``lib/authorization.js``, http-signature 1.x then 0.9), then restify's
+``dateParser`` looks at ``Date``, then ``signatureAuth`` (``lib/auth.js``) checks algorithm,
+keyId, account, key and signature, then ``assertAuthenticated`` refuses anonymous callers and
+disabled accounts, then ``loadAccount``/``authorize`` resolve ``/my`` and refuse other accounts'
+paths. Every refusal is a ``GatewayError`` carrying CloudAPI's code, status and message.
+
+Deliberate differences: DSA keys and ``ed25519-sha256`` are refused as unsupported algorithms;
+sub-user keyIds (``/acct/users/sub/keys/k``) are refused (no sub-users here); dates that do not
+parse are refused (CloudAPI lets them through); another account's path, existing or not, is a
+403 (never a 404 that would reveal which logins exist); the 0.9 header format may use any
+supported algorithm.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
+from datetime import UTC, datetime
+
 from aiohttp import web
 
+from gateway import httpsig
 from gateway.accounts import Account
+from gateway.appkeys import ACCOUNT, ACCOUNTS
+from gateway.errors import (
+    InvalidCredentials,
+    InvalidHeader,
+    NotAuthorized,
+    RequestExpired,
+)
+
+#: Messages, verbatim from sdc-cloudapi ``lib/auth.js`` and restify.
+DEF_401 = "You must make authenticated requests to use CloudAPI"
+INVALID_CREDS = "Invalid authorization credentials supplied"
+INVALID_KEY = "Invalid KeyId {} in authorization header"
+INVALID_ALGO = "{} is not a supported signing algorithm"
+ACCOUNT_DISABLED = "Account or user is disabled"
+FORBIDDEN = "You do not have permission to access {}"
+SUBUSERS = "Invalid KeyId {} in authorization header: sub-users are not supported by this gateway"
+
+#: Headers node keeps only once when repeated; every other repeated header is joined by ", ".
+_SINGLE = frozenset(
+    {
+        "age",
+        "authorization",
+        "content-length",
+        "content-type",
+        "etag",
+        "expires",
+        "from",
+        "host",
+        "if-modified-since",
+        "if-unmodified-since",
+        "last-modified",
+        "location",
+        "max-forwards",
+        "proxy-authorization",
+        "referer",
+        "retry-after",
+        "user-agent",
+    }
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _public_key(line: str) -> httpsig.PublicKey | None:
+    """Parse a stored OpenSSH key once; keyed by the line itself, so a changed key re-parses."""
+    try:
+        return httpsig.load_public_key(line)
+    except (ValueError, TypeError):
+        return None
+
+
+def _node_headers(request: web.BaseRequest) -> dict[str, str]:
+    """Request headers as node's ``req.headers`` has them: lower-case, repeats joined."""
+    out: dict[str, str] = {}
+    for name, value in request.headers.items():
+        lower = name.lower()
+        if lower not in out:
+            out[lower] = value
+        elif lower not in _SINGLE:
+            out[lower] = f"{out[lower]}, {value}"
+    return out
+
+
+def _check_date(headers: dict[str, str], now: datetime) -> None:
+    """restify's ``dateParser``: a Date more than 300 s in the past is 400 RequestExpired."""
+    value = headers.get("date")
+    if value is None:
+        return
+    sent = httpsig.parse_http_date(value)
+    if sent is None:
+        raise InvalidHeader("Date header is invalid")
+    if (now - sent).total_seconds() > httpsig.CLOCK_SKEW:
+        raise RequestExpired(f"Date header {value} is too old")
+
+
+def _path_login(request: web.BaseRequest) -> str | None:
+    """The ``:login`` of the request path (route variable ``login``, else the first segment)."""
+    match_info = getattr(request, "match_info", None)
+    if match_info is not None:
+        for name in ("login", "account"):
+            if name in match_info:
+                return str(match_info[name])
+    first = request.path.lstrip("/").split("/", 1)[0]
+    return first or None
+
+
+#: CloudAPI's (lower-cased restify) route names for the gateway's routes, by aiohttp name.
+_ROUTE_NAMES = {
+    ("images", "GET"): "listimages",
+    ("images", "HEAD"): "listimages",
+    ("image", "GET"): "getimage",
+    ("image", "HEAD"): "getimage",
+    ("image", "DELETE"): "deleteimage",
+    ("update_image", "POST"): "updateimage",
+}
+
+
+def _route_name(request: web.BaseRequest) -> str | None:
+    """The CloudAPI action name of the matched route (RBAC's ``req.routename``), if known."""
+    route = getattr(getattr(request, "match_info", None), "route", None)
+    if route is None:
+        return None
+    resource = getattr(route, "resource", None)
+    name = getattr(route, "name", None) or getattr(resource, "name", None)
+    if not name:
+        return None
+    return _ROUTE_NAMES.get((name, request.method), name.replace("_", "").lower())
+
+
+def _forbidden(request: web.BaseRequest) -> NotAuthorized:
+    """CloudAPI's ``authorize`` refusal: the path, then the route's action name if known."""
+    where = request.rel_url.raw_path
+    name = _route_name(request)
+    if name:
+        where = f"{where} ({name})"
+    return NotAuthorized(FORBIDDEN.format(where))
 
 
 async def authenticate(request: web.Request) -> Account:
     """Verify the request's signature and return the caller, or raise a ``GatewayError``.
 
     Also resolves ``/my`` and refuses a ``:login`` in the path that is not the caller's.
+    The account is stored as ``request[ACCOUNT]``. Everything here is in memory or a tiny
+    SQLite read (cached), so it runs on the event loop.
     """
-    raise NotImplementedError
+    now = datetime.now(UTC)
+    headers = _node_headers(request)
+
+    # lib/authorization.js: the header must split into scheme and credentials.
+    parsed: httpsig.ParsedSignature | None = None
+    authz = headers.get("authorization")
+    if authz:
+        scheme, sep, credentials = authz.partition(" ")
+        if not sep:
+            raise InvalidHeader("BasicAuth content is invalid.")
+        if scheme.lower() == "signature":
+            try:
+                parsed = httpsig.parse_authorization(
+                    authz,
+                    method=request.method,
+                    target=request.raw_path,
+                    headers=headers,
+                    http_version=f"{request.version.major}.{request.version.minor}",
+                    now=now,
+                )
+            except httpsig.SignatureHeaderError as e:
+                raise InvalidHeader(f"Authorization header invalid: {e}") from None
+        elif scheme.lower() == "basic":
+            try:
+                decoded = base64.b64decode(credentials.split(" ", 1)[0] + "==")
+            except (binascii.Error, ValueError):
+                decoded = b""
+            if not decoded:
+                raise InvalidHeader("Authorization header invalid")
+
+    # restify.dateParser() runs next, whatever the scheme.
+    _check_date(headers, now)
+
+    # lib/auth.js signatureAuth; without a signature, assertAuthenticated's 401.
+    if parsed is None:
+        raise InvalidCredentials(DEF_401)
+    if parsed.algorithm not in httpsig.SUPPORTED_ALGORITHMS:
+        raise InvalidCredentials(INVALID_ALGO.format(parsed.algorithm.upper()))
+    parts = parsed.key_id.split("/")
+    if len(parts) != 4 or parts[2] != "keys":
+        if len(parts) == 6 and parts[4] == "keys":
+            raise InvalidCredentials(SUBUSERS.format(parsed.key_id))
+        raise InvalidCredentials(INVALID_KEY.format(parsed.key_id))
+    login, key_name = parts[1], parts[3]
+
+    store = request.config_dict[ACCOUNTS]
+    account = store.get_account(login)
+    if account is None:
+        raise InvalidCredentials(INVALID_CREDS)
+    record = store.find_key(login, key_name)
+    if record is None:
+        raise InvalidCredentials(INVALID_CREDS)
+    public = _public_key(record.public_key)
+    if public is None or not httpsig.verify_bytes(
+        public, parsed.algorithm, parsed.signing_string.encode(), parsed.signature
+    ):
+        raise InvalidCredentials(INVALID_CREDS)
+
+    # assertAuthenticated, then loadAccount/authorize.
+    if account.disabled:
+        raise NotAuthorized(ACCOUNT_DISABLED)
+    path_login = _path_login(request)
+    if path_login is not None and path_login not in ("my", account.login):
+        raise _forbidden(request)
+
+    request[ACCOUNT] = account
+    return account

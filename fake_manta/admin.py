@@ -1,0 +1,132 @@
+"""The admin surface under ``/_fake/`` (moto's ``/moto-api/`` role). Loopback clients only.
+
+A login must start with a letter, so no Manta path can collide with ``/_fake/``.
+
+    POST /_fake/reset       empty every object and directory (accounts stay), clear faults
+    POST /_fake/accounts    {"login": .., "keys": ["ssh-ed25519 AAAA..", ..], "operator": false}
+    GET  /_fake/state       accounts, backend, counts
+
+Fault routes (POST/DELETE /_fake/faults) belong to ``fake_manta/faults.py``: if that module defines
+``add_admin_routes(routes: web.RouteTableDef, injector: FaultInjector) -> None`` it is called
+here (see ``_register_fault_routes``) and its routes join this sub-app.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from fake_manta import faults as faults_module
+from fake_manta.config import FakeMantaConfig
+from fake_manta.errors import AuthorizationFailed, BadRequest, MantaError
+from fake_manta.middlewares import Handler, json_response
+from fake_manta.models import Store
+
+ADMIN_CONFIG = web.AppKey("fake_manta.admin.config", FakeMantaConfig)
+ADMIN_STORE = web.AppKey("fake_manta.admin.store", Store)
+
+
+def _dump(payload: Any, status: int = 200) -> web.Response:
+    return json_response(status, json.dumps(payload, separators=(",", ":")).encode())
+
+
+@web.middleware
+async def loopback_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The admin surface changes state without auth: refuse anything but loopback peers."""
+    peer = request.remote or ""
+    try:
+        ok = ipaddress.ip_address(peer.split("%")[0]).is_loopback
+    except ValueError:
+        ok = False
+    if not ok:
+        raise AuthorizationFailed(f"{peer} may not use the admin surface")
+    return await handler(request)
+
+
+def add_account(config: FakeMantaConfig, login: str, keys: list[str], operator: bool) -> list[str]:
+    """Register ``login`` (trees exist implicitly) and its keys; returns key fingerprints."""
+    try:
+        config.registry.add_account(login, operator=operator)
+        return [config.registry.add_key(login, key) for key in keys]
+    except (ValueError, KeyError) as exc:
+        raise BadRequest(f"invalid account or key: {exc}") from exc
+
+
+async def reset_state(config: FakeMantaConfig, store: Store) -> None:
+    """Empty every object and directory (accounts stay) and forget every fault rule."""
+    await store.reset()
+    config.faults.reset()
+
+
+async def state_of(config: FakeMantaConfig, store: Store) -> dict[str, Any]:
+    accounts = []
+    for login in config.registry.logins():
+        account = config.registry.get(login)
+        if account is not None:
+            accounts.append({"login": login, "operator": account.operator,
+                             "keys": sorted(account.keys)})
+    return {
+        "accounts": accounts,
+        "backend": store.backend.kind,
+        "dataDir": str(config.data_dir) if config.data_dir else None,
+        "noAuth": config.no_auth,
+        "snaplinks": config.snaplinks,
+        "maxContentLength": config.max_content_length,
+        **await store.backend.stats(),
+    }
+
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/reset")
+async def post_reset(request: web.Request) -> web.StreamResponse:
+    await reset_state(request.app[ADMIN_CONFIG], request.app[ADMIN_STORE])
+    return web.Response(status=204)
+
+
+@routes.post("/accounts")
+async def post_accounts(request: web.Request) -> web.StreamResponse:
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise BadRequest(f"invalid JSON body: {exc}") from exc
+    if not isinstance(body, dict) or not isinstance(body.get("login"), str):
+        raise BadRequest('body must be {"login": str, "keys": [str], "operator": bool}')
+    keys = body.get("keys", [])
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise BadRequest("keys must be a list of OpenSSH public key lines")
+    operator = bool(body.get("operator", False))
+    fps = add_account(request.app[ADMIN_CONFIG], body["login"], keys, operator)
+    return _dump({"login": body["login"], "operator": operator, "keys": fps}, 201)
+
+
+@routes.get("/state")
+async def get_state(request: web.Request) -> web.StreamResponse:
+    return _dump(await state_of(request.app[ADMIN_CONFIG], request.app[ADMIN_STORE]))
+
+
+def _register_fault_routes(table: web.RouteTableDef, config: FakeMantaConfig) -> None:
+    """THE PLACE for fault admin routes: ``faults.add_admin_routes(table, injector)``."""
+    register: Callable[[web.RouteTableDef, Any], None] | None = getattr(
+        faults_module, "add_admin_routes", None)
+    if register is not None:
+        register(table, config.faults)
+
+
+def create_admin_app(config: FakeMantaConfig, store: Store) -> web.Application:
+    admin = web.Application(middlewares=[loopback_only])
+    admin[ADMIN_CONFIG] = config
+    admin[ADMIN_STORE] = store
+    table = web.RouteTableDef()
+    _register_fault_routes(table, config)
+    admin.add_routes(routes)
+    admin.add_routes(table)
+    return admin
+
+
+__all__ = ["MantaError", "add_account", "create_admin_app", "reset_state", "state_of"]

@@ -1,0 +1,114 @@
+"""``fake-manta``: parse arguments, start a FakeMantaServer, print how to point node-manta at it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fake_manta.config import DEFAULT_MAX_CONTENT_LENGTH
+from fake_manta.server import FakeMantaServer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fake-manta",
+        description="A fake Manta object store that node-manta (mput, mget, mls, ...) works against.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8081, help="port to bind; 0 picks a free one")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--data-dir", type=Path, help="keep state on disk here (survives restarts)")
+    where.add_argument("--memory", action="store_true", help="keep state in memory (default)")
+    p.add_argument(
+        "--account", action="append", default=[], metavar="LOGIN[=PUBKEY_FILE]",
+        help="create LOGIN with the OpenSSH public key(s) in PUBKEY_FILE; repeatable",
+    )
+    p.add_argument("--operator", action="append", default=[], metavar="LOGIN",
+                   help="make LOGIN an operator (may read and write every tree); repeatable")
+    p.add_argument("--no-auth", action="store_true",
+                   help="accept unsigned requests (clients: MANTA_NO_AUTH=true)")
+    p.add_argument("--snaplinks", choices=("v1", "v2"), default="v1",
+                   help="v1: mln works (default); v2: 403 SnaplinksDisabledError, as Manta v2")
+    p.add_argument("--max-content-length", type=int, default=DEFAULT_MAX_CONTENT_LENGTH,
+                   metavar="BYTES", help="largest object accepted (default 5 GiB)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    return p
+
+
+def _read_keys(path: Path) -> list[str]:
+    lines = path.read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def configure(server: FakeMantaServer, args: argparse.Namespace) -> dict[str, list[str]]:
+    """Create the accounts named on the command line; returns login -> key fingerprints."""
+    fingerprints: dict[str, list[str]] = {}
+    for spec in args.account:
+        login, _, key_file = spec.partition("=")
+        keys = _read_keys(Path(key_file).expanduser()) if key_file else []
+        fingerprints[login] = server.add_account(login, keys, operator=login in args.operator)
+    for login in args.operator:
+        if login not in fingerprints:
+            fingerprints[login] = server.add_account(login, operator=True)
+    return fingerprints
+
+
+def banner(server: FakeMantaServer, fingerprints: dict[str, list[str]]) -> str:
+    backend = f"on disk in {server.config.data_dir}" if server.config.data_dir else "in memory"
+    lines = [f"fake Manta listening on {server.url} (state {backend})", "",
+             "Point node-manta (npm install -g manta) at it:",
+             f"  export MANTA_URL={server.url}"]
+    login = next(iter(fingerprints), "LOGIN")
+    lines.append(f"  export MANTA_USER={login}")
+    fps = fingerprints.get(login) or []
+    if server.config.no_auth:
+        lines.append("  export MANTA_NO_AUTH=true")
+    elif fps:
+        lines.append(f"  export MANTA_KEY_ID={fps[0]}")
+    else:
+        lines.append("  export MANTA_KEY_ID=<md5 fingerprint of a key given with --account>")
+    lines += ["", f"  mmkdir -p /{login}/stor/demo && echo hi | mput /{login}/stor/demo/hi.txt",
+              f"  mls /{login}/stor/demo", "", "Ctrl-C to stop."]
+    return "\n".join(lines)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    server = FakeMantaServer(
+        host=args.host, port=args.port, data_dir=args.data_dir, no_auth=args.no_auth,
+        snaplinks=args.snaplinks, max_content_length=args.max_content_length,
+    )
+    fingerprints = configure(server, args)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with server:
+        print(banner(server, fingerprints), flush=True)
+        await stop.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.max_content_length < 0:
+        sys.exit("fake-manta: --max-content-length must be >= 0")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(message)s")
+    if args.verbose:
+        logging.getLogger("aiohttp.access").setLevel(logging.INFO)
+    try:
+        asyncio.run(serve(args))
+    except OSError as exc:
+        sys.exit(f"fake-manta: {exc}")
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

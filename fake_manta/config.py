@@ -1,0 +1,44 @@
+"""Settings of one fake Manta instance, and the typed app keys that carry them to handlers."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from aiohttp import web
+
+from fake_manta.accounts import AccountRegistry
+from fake_manta.faults import FaultInjector
+from fake_manta.models.store import MIN_PART_SIZE, Store
+
+DEFAULT_MAX_CONTENT_LENGTH = 5 * 1024**3
+
+
+@dataclass
+class FakeMantaConfig:
+    """Everything ``create_app`` needs. ``data_dir=None`` selects the in-memory backend."""
+
+    data_dir: Path | None = None
+    no_auth: bool = False
+    snaplinks: Literal["v1", "v2"] = "v1"
+    max_content_length: int = DEFAULT_MAX_CONTENT_LENGTH
+    #: MPU minimum size of every part but the last (muskie: 5 MiB)
+    min_part_size: int = MIN_PART_SIZE
+    #: value of the ``x-server-name`` header
+    server_name: str = field(default_factory=socket.gethostname)
+    registry: AccountRegistry = field(default_factory=AccountRegistry)
+    faults: FaultInjector = field(default_factory=FaultInjector)
+
+    def __post_init__(self) -> None:
+        if self.snaplinks not in ("v1", "v2"):
+            raise ValueError(f"snaplinks must be 'v1' or 'v2', not {self.snaplinks!r}")
+        if self.max_content_length < 0:
+            raise ValueError("max_content_length must be >= 0")
+        if self.data_dir is not None:
+            self.data_dir = Path(self.data_dir)
+
+
+CONFIG = web.AppKey("fake_manta.config", FakeMantaConfig)
+STORE = web.AppKey("fake_manta.store", Store)

@@ -1,0 +1,126 @@
+"""URL patterns -> handlers (moto ``urls.py`` role).
+
+Manta decodes each path segment itself (``decodeURIComponent``), so routing works on the raw path:
+one catch-all aiohttp resource, then ``classify`` sorts the path into a Target kind, and
+``HANDLERS`` maps (kind, method) to a handler. PUT and POST routes defer ``100 Continue`` to the
+handlers (see ``middlewares.defer_continue``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from urllib.parse import unquote_to_bytes
+
+from aiohttp import web
+
+from fake_manta.errors import InvalidResource, MethodNotAllowed, ResourceNotFound
+from fake_manta.handlers import directories, objects, uploads
+from fake_manta.handlers.target import Target
+from fake_manta.middlewares import authorize, defer_continue
+from fake_manta.models.store import UPLOAD_ID_RE
+
+LOGIN_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_\-.@%]+$")
+STORAGE_TREES = ("public", "stor", "reports")
+_BAD_ESCAPE = re.compile(r"%(?![0-9a-fA-F]{2})")
+
+TargetHandler = Callable[[web.Request, Target], Awaitable[web.StreamResponse]]
+
+
+def decode_path(raw: str) -> list[str]:
+    """Per-segment ``decodeURIComponent``; ``//`` collapses, a trailing ``/`` is dropped."""
+    decoded = []
+    for seg in raw.split("/"):
+        if not seg:
+            continue
+        try:
+            if _BAD_ESCAPE.search(seg):
+                raise ValueError(seg)
+            decoded.append(unquote_to_bytes(seg).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidResource(f'"{raw}" is invalid') from exc
+    return [s for s in "/".join(decoded).split("/") if s]
+
+
+def classify(raw_path: str) -> Target:
+    segs = decode_path(raw_path)
+    path = "/" + "/".join(segs)
+    missing = ResourceNotFound(f"{raw_path} does not exist")
+    if not segs or not LOGIN_RE.match(segs[0]):
+        raise missing
+    login = segs[0]
+    if len(segs) == 1:
+        return Target("account", login, path)
+    top = segs[1]
+    if top in STORAGE_TREES:
+        return Target("storage", login, path)
+    if top != "uploads":
+        raise missing
+    rest = segs[2:]
+    if not rest:
+        return Target("uploads_root", login, path)
+    if UPLOAD_ID_RE.match(rest[0]):
+        return Target("upload_redirect", login, path, upload_id=rest[0],
+                      part="/".join(rest[1:]) or None)
+    if len(rest) == 1:
+        return Target("uploads_dir", login, path)
+    if not UPLOAD_ID_RE.match(rest[1]) or len(rest) > 3:
+        raise missing
+    upload_id = rest[1]
+    if len(rest) == 2:
+        return Target("uploads_dir", login, path, upload_id=upload_id)
+    action = rest[2]
+    if action in ("state", "commit", "abort"):
+        return Target(f"upload_{action}", login, path, upload_id=upload_id)
+    return Target("upload_part", login, path, upload_id=upload_id, part=action)
+
+
+HANDLERS: dict[tuple[str, str], TargetHandler] = {
+    ("account", "GET"): directories.get_account_root,
+    ("account", "HEAD"): directories.get_account_root,
+    ("account", "PUT"): directories.root_not_allowed,
+    ("account", "POST"): directories.root_not_allowed,
+    ("account", "DELETE"): directories.root_not_allowed,
+    ("storage", "GET"): objects.get_path,
+    ("storage", "HEAD"): objects.get_path,
+    ("storage", "PUT"): objects.put_path,
+    ("storage", "DELETE"): objects.delete_path,
+    ("storage", "OPTIONS"): objects.options_path,
+    ("uploads_root", "GET"): objects.get_path,
+    ("uploads_root", "HEAD"): objects.get_path,
+    ("uploads_root", "POST"): uploads.create_upload,
+    ("uploads_root", "DELETE"): directories.root_not_allowed,
+    ("uploads_dir", "GET"): objects.get_path,
+    ("uploads_dir", "HEAD"): objects.get_path,
+    ("upload_redirect", "GET"): uploads.redirect,
+    ("upload_redirect", "HEAD"): uploads.redirect,
+    ("upload_redirect", "PUT"): uploads.redirect,
+    ("upload_redirect", "POST"): uploads.redirect,
+    ("upload_state", "GET"): uploads.get_state,
+    ("upload_commit", "POST"): uploads.commit_upload,
+    ("upload_abort", "POST"): uploads.abort_upload,
+    ("upload_part", "PUT"): uploads.put_part,
+}
+_READS = ("GET", "HEAD", "OPTIONS")
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """Classify, check the method, authorize, then hand over to the handler."""
+    target = classify(request.rel_url.raw_path)
+    handler = HANDLERS.get((target.kind, request.method))
+    if handler is None:
+        allowed = sorted(m for (kind, m) in HANDLERS if kind == target.kind)
+        raise MethodNotAllowed(f"{request.method} is not allowed",
+                               headers={"Allow": ", ".join(allowed)})
+    authorize(request, target.login, target.path, read=request.method in _READS)
+    return await handler(request, target)
+
+
+def setup_routes(app: web.Application) -> None:
+    """One catch-all resource; register it after any sub-app (``/_fake/``)."""
+    resource = app.router.add_resource("/{tail:.*}", name="manta")
+    for method in ("GET", "HEAD", "DELETE", "OPTIONS"):
+        resource.add_route(method, dispatch)
+    for method in ("PUT", "POST"):
+        resource.add_route(method, dispatch, expect_handler=defer_continue)
+    resource.add_route("*", dispatch, expect_handler=defer_continue)

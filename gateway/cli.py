@@ -1,0 +1,136 @@
+"""``cloudapi-gateway``: parse arguments, build settings, and hand over to ``create_app``.
+
+Subcommands owned by other modules register themselves through ``register(subparsers)``; a
+module that is missing (not written yet, or trimmed from a deployment) only loses its commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from gateway import __version__
+from gateway.app import ConfigurationError, create_app
+from gateway.plugins import PluginError, build_plugin_manager, describe_plugins
+from gateway.settings import Settings, SettingsError, load_settings
+
+#: Modules that add subcommands with ``register(subparsers)``.
+SUBCOMMAND_MODULES = (
+    "gateway.cli_accounts",
+    "gateway.cli_images",
+    "gateway.devmode",
+    "gateway.client",
+)
+
+log = logging.getLogger("cloudapi_gateway")
+
+
+def _add_settings_args(parser: argparse.ArgumentParser, *, network: bool) -> None:
+    parser.add_argument("--config", "-c", metavar="FILE", help="TOML settings file")
+    parser.add_argument("--data-dir", metavar="DIR", help="where accounts and images live")
+    if network:
+        parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+        parser.add_argument("--port", type=int, help="port to listen on (default 8080)")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from ``--config``, the environment and the flags (flags win)."""
+    overrides: dict[str, Any] = {
+        "data_dir": getattr(args, "data_dir", None),
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+    }
+    return load_settings(getattr(args, "config", None), overrides=overrides)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(settings)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        # In-flight exports finish before the process exits.
+        shutdown_timeout=settings.shutdown_timeout,
+        print=lambda msg: log.info("%s", msg),
+    )
+    return 0
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    rows = describe_plugins(build_plugin_manager(settings))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        where = row["distribution"] or row["module"]
+        print(f"{row['name']}  ({where})")
+        provides = row["provides"]
+        for kind in ("actions", "storage", "catalogs"):
+            if provides.get(kind):
+                print(f"    {kind}: {', '.join(provides[kind])}")
+        if not provides:
+            print(f"    hooks: {', '.join(row['hooks']) or '-'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line, with every optional module's subcommands that import."""
+    parser = argparse.ArgumentParser(
+        prog="cloudapi-gateway",
+        description="Triton CloudAPI image endpoints with plugin image actions (ExportImage).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = subparsers.add_parser("serve", help="serve the gateway over HTTP")
+    _add_settings_args(serve, network=True)
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=_cmd_serve)
+
+    plugins = subparsers.add_parser("plugins", help="list loaded plugins and what they provide")
+    _add_settings_args(plugins, network=False)
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.set_defaults(func=_cmd_plugins)
+
+    for module_name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            if exc.name != module_name:  # the module exists but cannot import: say so
+                print(f"cloudapi-gateway: warning: {module_name}: {exc}", file=sys.stderr)
+            continue
+        register: Callable[[Any], None] | None = getattr(module, "register", None)
+        if register is not None:
+            register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``cloudapi-gateway`` and ``python -m gateway``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args) or 0)
+    except (SettingsError, PluginError, ConfigurationError) as exc:
+        print(f"cloudapi-gateway: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""``cloudapi-gateway accounts ...`` and ``keys ...``: manage the embedded account store.
+
+``register(subparsers)`` adds both command groups to the main CLI. Each leaf command sets
+``func(args) -> int`` (the exit status). The store is the one the server uses
+(``settings.accounts_db``, under ``--data-dir`` or the config file's ``data_dir``); writes are
+seen by a running server at once, no restart needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway.accounts import Account, AccountError, AccountStore, KeyRecord
+from gateway.settings import SettingsError, load_settings
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class CliError(Exception):
+    """A user mistake: printed as ``cloudapi-gateway: error: ...`` with exit status 1."""
+
+
+def _common() -> argparse.ArgumentParser:
+    """``--config`` and ``--data-dir`` on every leaf; SUPPRESS keeps a top-level value."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--config", metavar="FILE", default=argparse.SUPPRESS, help="gateway TOML config file"
+    )
+    parent.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="data directory (overrides the config file; holds accounts.sqlite)",
+    )
+    return parent
+
+
+def _open_store(args: argparse.Namespace) -> AccountStore:
+    """The store named by the settings that ``--config``/``--data-dir``/env select."""
+    try:
+        settings = load_settings(
+            getattr(args, "config", None), overrides={"data_dir": getattr(args, "data_dir", None)}
+        )
+    except SettingsError as e:
+        raise CliError(str(e)) from None
+    try:
+        return AccountStore(settings.accounts_db)
+    except Exception as e:  # sqlite3 and OS errors: say which file
+        raise CliError(f"cannot open the account store {settings.accounts_db}: {e}") from None
+
+
+def _run(action: Callable[[AccountStore, argparse.Namespace], None]) -> Handler:
+    """Wrap a command: open the store, turn refusals into a message and exit status 1."""
+
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            store = _open_store(args)
+            try:
+                action(store, args)
+            finally:
+                store.close()
+        except (CliError, AccountError) as e:
+            print(f"cloudapi-gateway: error: {e}", file=sys.stderr)
+            return 1
+        return 0
+
+    return handler
+
+
+def _account_json(account: Account) -> dict[str, Any]:
+    return {
+        "login": account.login,
+        "uuid": account.uuid,
+        "disabled": account.disabled,
+        "created": account.created,
+    }
+
+
+def _key_json(key: KeyRecord) -> dict[str, Any]:
+    return {
+        "login": key.login,
+        "name": key.name,
+        "fingerprint": key.fingerprint,
+        "type": key.public_key.split()[0],
+    }
+
+
+# --- accounts -------------------------------------------------------------------------------
+
+
+def _accounts_add(store: AccountStore, args: argparse.Namespace) -> None:
+    account = store.add_account(args.login, uuid=args.uuid)
+    print(f"Created account {account.login} ({account.uuid})")
+
+
+def _accounts_list(store: AccountStore, args: argparse.Namespace) -> None:
+    accounts = store.list_accounts()
+    if args.json:
+        for account in accounts:
+            print(json.dumps(_account_json(account)))
+        return
+    print(f"{'LOGIN':<32}  {'UUID':<36}  {'STATE':<8}  CREATED")
+    for a in accounts:
+        state = "disabled" if a.disabled else "enabled"
+        print(f"{a.login:<32}  {a.uuid:<36}  {state:<8}  {a.created}")
+
+
+def _accounts_set(disabled: bool) -> Callable[[AccountStore, argparse.Namespace], None]:
+    def action(store: AccountStore, args: argparse.Namespace) -> None:
+        account = store.set_disabled(args.login, disabled)
+        print(f"Account {account.login} is now {'disabled' if disabled else 'enabled'}")
+
+    return action
+
+
+# --- keys -----------------------------------------------------------------------------------
+
+
+def _read_key_line(path: str) -> str:
+    """The one public key line of PUBKEY_FILE (``-`` is stdin); comments and blanks skipped."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CliError(f"public key file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CliError(f"cannot read public key file {path}: {e}") from None
+    if "PRIVATE KEY" in text:
+        raise CliError(f"{path} is a private key; give the public key (.pub) instead")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    if not lines:
+        raise CliError(f"{path} holds no public key")
+    if len(lines) > 1:
+        raise CliError(f"{path} holds {len(lines)} lines; give a file with one public key")
+    return lines[0]
+
+
+def _keys_add(store: AccountStore, args: argparse.Namespace) -> None:
+    key = store.add_key(args.login, _read_key_line(args.pubkey_file), name=args.name)
+    named = key.name if key.name == key.fingerprint else f"{key.name} ({key.fingerprint})"
+    print(f"Added key {named} to account {key.login}")
+    print(f"keyId: /{key.login}/keys/{key.fingerprint}")
+
+
+def _keys_list(store: AccountStore, args: argparse.Namespace) -> None:
+    if store.get_account(args.login) is None:
+        raise CliError(f"no account with login {args.login!r}")
+    keys = store.list_keys(args.login)
+    if args.json:
+        for key in keys:
+            print(json.dumps(_key_json(key)))
+        return
+    print(f"{'NAME':<48}  {'FINGERPRINT':<47}  TYPE")
+    for k in keys:
+        print(f"{k.name:<48}  {k.fingerprint:<47}  {k.public_key.split()[0]}")
+
+
+# --- wiring ---------------------------------------------------------------------------------
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``accounts`` and ``keys`` command groups to the main CLI's subparsers."""
+    common = _common()
+
+    accounts = subparsers.add_parser("accounts", help="manage accounts (logins)")
+    acc = accounts.add_subparsers(dest="accounts_command", metavar="COMMAND", required=True)
+    p = acc.add_parser("add", parents=[common], help="create an account")
+    p.add_argument("login", metavar="LOGIN")
+    p.add_argument("--uuid", metavar="UUID", help="account uuid (default: a new one)")
+    p.set_defaults(func=_run(_accounts_add))
+    p = acc.add_parser("list", parents=[common], help="list accounts")
+    p.add_argument("-j", "--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=_run(_accounts_list))
+    for verb, disabled in (("disable", True), ("enable", False)):
+        p = acc.add_parser(
+            verb,
+            parents=[common],
+            help=f"{verb} an account (a disabled one gets 403 NotAuthorized)",
+        )
+        p.add_argument("login", metavar="LOGIN")
+        p.set_defaults(func=_run(_accounts_set(disabled)))
+
+    keys = subparsers.add_parser("keys", help="manage accounts' SSH public keys")
+    ks = keys.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
+    p = ks.add_parser("add", parents=[common], help="add an SSH public key to an account")
+    p.add_argument("login", metavar="LOGIN")
+    p.add_argument("pubkey_file", metavar="PUBKEY_FILE", help="OpenSSH public key file, or -")
+    p.add_argument("--name", metavar="N", help="key name (default: its MD5 fingerprint)")
+    p.set_defaults(func=_run(_keys_add))
+    p = ks.add_parser("list", parents=[common], help="list an account's keys")
+    p.add_argument("login", metavar="LOGIN")
+    p.add_argument("-j", "--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=_run(_keys_list))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run only these commands (``python -m gateway.cli_accounts``); the CLI embeds them."""
+    parser = argparse.ArgumentParser(prog="cloudapi-gateway")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    status: int = args.func(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

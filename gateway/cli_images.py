@@ -1,0 +1,193 @@
+"""``cloudapi-gateway images import|list|get|delete``: manage the configured image catalog.
+
+The catalog comes from the plugin manager exactly as the server gets it (``[catalog] kind``),
+so these commands work for any catalog plugin, not only the embedded one. ``import`` streams
+the file in (the catalog hashes it on the way and refuses a size or sha1 mismatch); nothing of
+a failed import remains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.accounts import AccountStore
+from gateway.catalog import CatalogError, ImageCatalog, InvalidManifest
+from gateway.plugins import Hooks, PluginError, build_plugin_manager
+from gateway.settings import Settings, SettingsError, load_settings
+
+CHUNK_SIZE = 1024 * 1024
+Command = Callable[[ImageCatalog, Settings, argparse.Namespace], Awaitable[None]]
+
+
+class CliError(Exception):
+    """A refusal to print as ``cloudapi-gateway: error: ...`` with exit status 1."""
+
+
+def _common() -> argparse.ArgumentParser:
+    """``--config`` and ``--data-dir`` on every leaf; SUPPRESS keeps a top-level value."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--config", metavar="FILE", default=argparse.SUPPRESS, help="gateway TOML config file"
+    )
+    parent.add_argument(
+        "--data-dir", metavar="DIR", default=argparse.SUPPRESS, help="data directory"
+    )
+    return parent
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        getattr(args, "config", None), overrides={"data_dir": getattr(args, "data_dir", None)}
+    )
+
+
+def catalog_for(settings: Settings) -> ImageCatalog:
+    """The catalog ``settings.catalog`` selects, built by the plugin that provides its kind."""
+    factories = Hooks(build_plugin_manager(settings)).provided().image_catalogs
+    kind = str(settings.catalog.get("kind"))
+    factory = factories.get(kind)
+    if factory is None:
+        known = ", ".join(sorted(factories)) or "none"
+        raise CliError(f"catalog.kind = {kind!r} is unknown; known kinds: {known}")
+    options = {k: v for k, v in settings.catalog.items() if k != "kind"}
+    try:
+        return factory.create(options, settings)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CliError(f"[catalog] kind {kind!r}: {exc}") from exc
+
+
+async def _read_file(path: Path) -> AsyncIterator[bytes]:
+    """The file in 1 MiB chunks, each read in a worker thread."""
+    fh = await asyncio.to_thread(path.open, "rb")
+    try:
+        while chunk := await asyncio.to_thread(fh.read, CHUNK_SIZE):
+            yield chunk
+    finally:
+        await asyncio.to_thread(fh.close)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+async def _import(catalog: ImageCatalog, settings: Settings, args: argparse.Namespace) -> None:
+    store = AccountStore(settings.accounts_db)
+    try:
+        account = store.get_account(args.owner)
+    finally:
+        store.close()
+    if account is None:
+        raise CliError(f"no account with login {args.owner!r} (see 'cloudapi-gateway accounts')")
+    manifest_path, file_path = Path(args.manifest), Path(args.file)
+    try:
+        text = await asyncio.to_thread(manifest_path.read_text, "utf-8")
+        manifest = json.loads(text)
+    except OSError as exc:
+        raise CliError(f"cannot read manifest {manifest_path}: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CliError(f"manifest {manifest_path} is not JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise CliError(f"manifest {manifest_path} is not a JSON object")
+    if not await asyncio.to_thread(file_path.is_file):
+        raise CliError(f"image file {file_path} does not exist or is not a file")
+    manifest["owner"] = account.uuid
+    image = await catalog.import_image(manifest, _read_file(file_path))
+    _print_json(dict(image.manifest))
+
+
+async def _list(catalog: ImageCatalog, settings: Settings, args: argparse.Namespace) -> None:
+    images = await catalog.list_images()
+    if args.json:
+        _print_json([dict(i.manifest) for i in images])
+        return
+    rows = [("UUID", "NAME", "VERSION", "TYPE", "STATE", "OWNER", "PUBLISHED")]
+    for i in images:
+        m = i.manifest
+        published = str(m.get("published_at", "-"))[:10]
+        rows.append(
+            (i.uuid, i.name, i.version, str(m.get("type", "-")), i.state, i.owner, published)
+        )
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+
+
+async def _get(catalog: ImageCatalog, settings: Settings, args: argparse.Namespace) -> None:
+    image = await catalog.get_image(args.uuid)
+    if image is None:
+        raise CliError(f"image {args.uuid} not found")
+    _print_json(dict(image.manifest))
+
+
+async def _delete(catalog: ImageCatalog, settings: Settings, args: argparse.Namespace) -> None:
+    if not await catalog.delete_image(args.uuid):
+        raise CliError(f"image {args.uuid} not found")
+    print(f"Deleted image {args.uuid}")
+
+
+async def _with_catalog(command: Command, args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    catalog = catalog_for(settings)
+    await catalog.open()
+    try:
+        await command(catalog, settings, args)
+    finally:
+        await catalog.close()
+
+
+def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
+    """Run ``command`` with the configured catalog; refusals become a message and status 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            asyncio.run(_with_catalog(command, args))
+        except InvalidManifest as exc:
+            print(f"cloudapi-gateway: error: {exc}", file=sys.stderr)
+            for err in exc.errors:
+                print(
+                    f"    {err['field']}: {err['code']}: {err.get('message', '')}", file=sys.stderr
+                )
+            return 1
+        except (CliError, CatalogError, SettingsError, PluginError) as exc:
+            print(f"cloudapi-gateway: error: {exc}", file=sys.stderr)
+            return 1
+        return 0
+
+    return run
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``images`` command group to the main CLI."""
+    common = _common()
+    images = subparsers.add_parser("images", help="manage the image catalog")
+    sub = images.add_subparsers(dest="images_command", metavar="SUBCOMMAND", required=True)
+
+    imp = sub.add_parser(
+        "import",
+        parents=[common],
+        help="import an image: MANIFEST (IMGAPI v2 JSON) and its FILE",
+        description="Stream FILE into the catalog, check its size and sha1 against MANIFEST "
+        "and record its MD5. The image's owner becomes the account LOGIN.",
+    )
+    imp.add_argument("--owner", required=True, metavar="LOGIN", help="account that owns it")
+    imp.add_argument("manifest", metavar="MANIFEST")
+    imp.add_argument("file", metavar="FILE")
+    imp.set_defaults(func=_handler(_import))
+
+    lst = sub.add_parser("list", parents=[common], help="list every image in the catalog")
+    lst.add_argument("--json", action="store_true", help="print the manifests as JSON")
+    lst.set_defaults(func=_handler(_list))
+
+    get = sub.add_parser("get", parents=[common], help="print an image's manifest")
+    get.add_argument("uuid", metavar="UUID")
+    get.set_defaults(func=_handler(_get))
+
+    delete = sub.add_parser("delete", parents=[common], help="delete an image and its file")
+    delete.add_argument("uuid", metavar="UUID")
+    delete.set_defaults(func=_handler(_delete))

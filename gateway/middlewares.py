@@ -1,0 +1,200 @@
+"""CloudAPI's conventions around every handler: errors, API versions and response headers.
+
+Order (outermost first): ``error_middleware`` (request id, start time, the only place that
+builds error responses), then ``version_middleware`` (negotiates the API version). Headers are
+added in ``on_response_prepare`` so that streamed responses and error responses get them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from gateway import __version__
+from gateway.appkeys import API_VERSION, REQUEST_ID, START_TIME
+from gateway.errors import GatewayError, InvalidVersion
+from gateway.versioning import LATEST_VERSION, max_satisfying, requested_range
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+SERVER_HEADER = f"cloudapi-gateway/{__version__}"
+ALLOW_HEADERS = (
+    "Accept, Accept-Version, Content-Length, Content-MD5, Content-Type, Date, "
+    "Api-Version, Response-Time"
+)
+EXPOSE_HEADERS = "Api-Version, Request-Id, Response-Time"
+_METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+#: restify codes for aiohttp's own HTTP exceptions (router misses, size limits, ...).
+_HTTP_CODES = {
+    400: "BadRequest",
+    401: "InvalidCredentials",
+    403: "NotAuthorized",
+    404: "ResourceNotFound",
+    405: "BadMethod",
+    406: "WrongAccept",
+    409: "InvalidArgument",
+    413: "RequestTooLarge",
+    415: "UnsupportedMediaType",
+}
+
+
+def json_dumps(data: Any) -> str:
+    """Compact JSON as restify's formatter writes it (``JSON.stringify``)."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_bytes(data: Any) -> bytes:
+    """UTF-8 JSON; lone surrogates (legal in parsed JSON) are escaped as JSON.stringify does."""
+    try:
+        return json_dumps(data).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def json_response(
+    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """A JSON response in the gateway's serialization (keeps the mapping's key order)."""
+    return web.Response(
+        body=json_bytes(data),
+        status=status,
+        headers=headers,
+        content_type="application/json",
+        charset="utf-8",
+    )
+
+
+def error_response(err: GatewayError) -> web.Response:
+    """The one shape of every error: ``{"code","message"[,"errors"]}`` with the error's status."""
+    return json_response(err.body(), status=err.status, headers=dict(err.headers))
+
+
+def _client_request_id(request: web.Request) -> str:
+    given = request.headers.get("X-Request-Id", "").strip()
+    if given and _CLIENT_REQUEST_ID.match(given):
+        return given
+    return str(uuid.uuid4())
+
+
+def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Response:
+    status = exc.status
+    code = _HTTP_CODES.get(status) or re.sub(r"[^A-Za-z]", "", exc.reason.title()) or "Error"
+    headers: dict[str, str] = {}
+    if isinstance(exc, web.HTTPNotFound):
+        message = f"{request.path} does not exist"
+    elif isinstance(exc, web.HTTPMethodNotAllowed):
+        message = f"{request.method} is not allowed"
+        headers["Allow"] = ", ".join(_ordered(exc.allowed_methods))
+    elif isinstance(exc, web.HTTPRequestEntityTooLarge):
+        message = "Request body is too large"
+    else:
+        message = exc.reason
+    return json_response({"code": code, "message": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into CloudAPI's JSON error; unknown ones into a bare 500."""
+    request[START_TIME] = time.monotonic()
+    request[REQUEST_ID] = _client_request_id(request)
+    try:
+        return await handler(request)
+    except GatewayError as err:
+        return error_response(err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _from_http_exception(request, exc)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception(
+            "internal error on %s %s (request id %s)",
+            request.method,
+            request.path,
+            request[REQUEST_ID],
+        )
+        return json_response({"code": "InternalError", "message": "Internal Error"}, status=500)
+
+
+@web.middleware
+async def version_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Serve at the highest supported version the client's range admits; else 400."""
+    wanted = requested_range(request.headers) or "*"
+    served = max_satisfying(wanted)
+    if served is not None:
+        request[API_VERSION] = served
+    elif request.match_info.http_exception is None:
+        # Only routes that exist answer InvalidVersion; unknown paths stay 404/405.
+        raise InvalidVersion(f"{wanted} is not supported by {request.method} {request.path}")
+    return await handler(request)
+
+
+def _ordered(methods: Any) -> list[str]:
+    found = {m.upper() for m in methods if m != "*"}
+    return [m for m in _METHOD_ORDER if m in found] + sorted(found - set(_METHOD_ORDER))
+
+
+def make_response_headers(app: web.Application) -> Callable[..., Awaitable[None]]:
+    """The ``on_response_prepare`` hook adding CloudAPI's headers to every response of ``app``."""
+    methods_cache: dict[str, str] = {}
+
+    def allowed_methods(request: web.Request) -> str | None:
+        match_info = request.match_info
+        exc = match_info.http_exception
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            return ", ".join(_ordered(exc.allowed_methods))
+        if exc is not None:
+            return None
+        resource = match_info.route.resource
+        if resource is None:
+            return None
+        key = resource.canonical
+        if key not in methods_cache:
+            methods: set[str] = set()
+            for other in app.router.resources():
+                if other.canonical == key:
+                    methods.update(route.method for route in other)
+            methods_cache[key] = ", ".join(_ordered(methods))
+        return methods_cache[key]
+
+    async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        headers = response.headers
+        headers["Server"] = SERVER_HEADER
+        request_id = request.get(REQUEST_ID) or str(uuid.uuid4())
+        headers["Request-Id"] = headers["X-Request-Id"] = request_id
+        version = request.get(API_VERSION, LATEST_VERSION)
+        headers["Api-Version"] = headers["X-Api-Version"] = version
+        started = request.get(START_TIME)
+        elapsed = 0 if started is None else int((time.monotonic() - started) * 1000)
+        headers["Response-Time"] = headers["X-Response-Time"] = str(elapsed)
+        headers["Access-Control-Allow-Origin"] = "*"
+        headers["Access-Control-Allow-Headers"] = ALLOW_HEADERS
+        headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+        methods = allowed_methods(request)
+        if methods:
+            headers["Access-Control-Allow-Methods"] = methods
+        if (
+            isinstance(response, web.Response)
+            and isinstance(response.body, bytes)
+            and response.body
+            and "Content-MD5" not in headers
+        ):
+            digest = hashlib.md5(response.body).digest()
+            headers["Content-MD5"] = base64.b64encode(digest).decode()
+
+    return on_response_prepare

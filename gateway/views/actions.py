@@ -1,0 +1,138 @@
+"""``POST /:login/images/:id``: CloudAPI's UpdateImage route, dispatching ``action=`` to plugins.
+
+Parameters come from the query string (``sdc-exportimage``) and a JSON body (``triton``);
+body values override query values, as restify's ``mapParams``/``overrideParams`` do. The body is
+read with a size cap and never unbounded. No handler timeout: an export may take an hour.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from gateway.actions import ActionContext
+from gateway.appkeys import ACTIONS, API_VERSION, CATALOG, SETTINGS, STORAGE, VALIDATORS
+from gateway.auth import authenticate
+from gateway.errors import (
+    InternalError,
+    InvalidArgument,
+    MissingParameter,
+    RequestTooLarge,
+    UnsupportedMediaType,
+)
+from gateway.images import get_visible_image
+from gateway.middlewares import json_response
+from gateway.validation import InvalidContent, validate_params
+from gateway.versioning import LATEST_VERSION
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 64 * 1024
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole request body, refusing (413) anything over ``limit`` bytes before storing it."""
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestTooLarge(f"Request body size exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.content.iter_chunked(_CHUNK):
+        total += len(chunk)
+        if total > limit:
+            raise RequestTooLarge(f"Request body size exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _multi(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Query-style pairs -> dict; a repeated name becomes a list, as restify's parser makes it."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            previous = out[key]
+            out[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            out[key] = value
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_body(content_type: str, body: bytes) -> dict[str, Any]:
+    """JSON object or urlencoded form -> params; anything else with a body is refused."""
+    if not body.strip():
+        return {}
+    if content_type == "application/json" or content_type.endswith("+json"):
+        try:
+            data = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        except UnicodeDecodeError:
+            raise InvalidContent("Invalid JSON: body is not UTF-8") from None
+        except json.JSONDecodeError as exc:
+            raise InvalidContent(f"Invalid JSON: {exc.msg} at position {exc.pos}") from None
+        except (ValueError, RecursionError) as exc:
+            raise InvalidContent(f"Invalid JSON: {str(exc)[:100] or 'too deeply nested'}") from None
+        if not isinstance(data, dict):
+            raise InvalidContent("Invalid JSON: the body must be a JSON object")
+        return data
+    if content_type == "application/x-www-form-urlencoded":
+        try:
+            text = body.decode("utf-8")
+            return _multi(parse_qsl(text, keep_blank_values=True, errors="strict"))
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidContent("Invalid form body: not UTF-8 urlencoded") from None
+    raise UnsupportedMediaType(f"content type {content_type} is not supported")
+
+
+async def request_params(request: web.Request, limit: int) -> dict[str, Any]:
+    """Query parameters, then body parameters over them."""
+    params = _multi(list(request.rel_url.query.items()))
+    body = await read_body(request, limit)
+    params.update(parse_body(request.content_type, body))
+    return params
+
+
+async def update_image(request: web.Request) -> web.Response:
+    """Authenticate, find the image, pick the action, validate, run; 200 with its result."""
+    app = request.app
+    account = await authenticate(request)
+    settings = app[SETTINGS]
+    params = await request_params(request, settings.max_body_size)
+    catalog = app[CATALOG]
+    image = await get_visible_image(catalog, account, request.match_info["id"])
+    name = params.get("action")
+    if name is None or name == "":
+        raise MissingParameter("action is a required argument")
+    actions = app[ACTIONS]
+    if not isinstance(name, str) or name not in actions:
+        shown = name if isinstance(name, str) else json.dumps(name)[:100]
+        raise InvalidArgument(f"action {shown} is not a valid argument")
+    validate_params(app[VALIDATORS][name], params)
+    ctx = ActionContext(
+        request=request,
+        account=account,
+        image=image,
+        catalog=catalog,
+        storage=app[STORAGE],
+        settings=settings,
+        api_version=request.get(API_VERSION, LATEST_VERSION),
+    )
+    result = await actions[name].run(ctx, params)
+    if not isinstance(result, Mapping):
+        log.error("action %s returned %s, not a mapping", name, type(result).__name__)
+        raise InternalError("Internal Error")
+    return json_response(dict(result))
+
+
+def add_routes(app: web.Application) -> None:
+    """Register ``POST /{login}/images/{id}`` (route name ``update_image``: CloudAPI's UpdateImage).
+
+    The images view registers GET/HEAD/DELETE on the same path; CORS and 405 answers merge them.
+    """
+    app.router.add_post("/{login}/images/{id}", update_image, name="update_image")

@@ -1,0 +1,285 @@
+"""The embedded catalog: manifests in SQLite, files under ``<root>/<uuid>/file0``.
+
+An import streams into a temporary file in ``<root>`` (same filesystem), hashing sha1 and MD5
+on the way in a worker thread, checks size and sha1 against the manifest, then claims
+``<root>/<uuid>`` with an atomic ``mkdir``, renames the file into it and inserts the row. The
+row is the commit point; any failure before it removes everything this import created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from gateway.catalog import (
+    CatalogError,
+    Image,
+    ImageAlreadyExists,
+    ImageFile,
+    ImageFileMismatch,
+    InvalidManifest,
+)
+from plugins.catalog.embedded.manifest import serialize_manifest, validate_manifest
+
+CHUNK_SIZE = 1024 * 1024
+#: Leftovers of a crashed import or delete older than this are swept when the catalog opens
+#: (younger ones may belong to another process, e.g. a CLI import while the server runs).
+STALE_AFTER = 24 * 3600.0
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    uuid TEXT PRIMARY KEY,
+    manifest TEXT NOT NULL,   -- the public IMGAPI serialization, key order kept
+    files TEXT NOT NULL,      -- [{sha1, size, compression, content_md5, dataset_guid}]
+    imported_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+)
+"""
+
+
+class _Sink:
+    """A temp file plus running digests; every method runs in a worker thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sha1 = hashlib.sha1()  # IMGAPI's file checksum
+        self.md5 = hashlib.md5()  # Content-MD5 wire format
+        self.size = 0
+        self.fh: IO[bytes] = open(path, "xb")  # closed by finish() or abort()
+
+    def write(self, data: bytes) -> None:
+        self.fh.write(data)
+        self.sha1.update(data)
+        self.md5.update(data)
+        self.size += len(data)
+
+    def finish(self) -> None:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+
+    def abort(self) -> None:
+        self.fh.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _image_from_row(manifest_text: str, files_text: str) -> Image:
+    files = tuple(
+        ImageFile(
+            sha1=f["sha1"],
+            size=f["size"],
+            compression=f["compression"],
+            content_md5=f["content_md5"],
+            dataset_guid=f.get("dataset_guid"),
+        )
+        for f in json.loads(files_text)
+    )
+    return Image(manifest=json.loads(manifest_text), files=files)
+
+
+class EmbeddedCatalog:
+    """The default ``ImageCatalog``.
+
+    SQLite calls are tiny and run on the loop; file I/O and hashing never do.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._db: sqlite3.Connection | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(_sweep, self.root, time.time() - STALE_AFTER)
+        db = sqlite3.connect(self.root / "catalog.sqlite", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.execute(_SCHEMA)
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise CatalogError("the catalog is not open")
+        return self._db
+
+    # --- reads ------------------------------------------------------------------------------
+
+    async def list_images(self) -> list[Image]:
+        rows = self.db.execute("SELECT manifest, files FROM images ORDER BY rowid").fetchall()
+        return [_image_from_row(m, f) for m, f in rows]
+
+    async def get_image(self, uuid: str) -> Image | None:
+        row = self.db.execute(
+            "SELECT manifest, files FROM images WHERE uuid = ?", (uuid,)
+        ).fetchone()
+        return _image_from_row(*row) if row else None
+
+    def file_path(self, uuid: str, index: int = 0) -> Path:
+        """Where ``files[index]`` of ``uuid`` lives (whether or not it exists)."""
+        return self.root / uuid / f"file{index}"
+
+    async def open_file(self, uuid: str, index: int = 0) -> AsyncIterator[bytes]:
+        """Stream ``files[index]`` in 1 MiB chunks, each read in a worker thread."""
+        image = await self.get_image(uuid)
+        if image is None:
+            raise CatalogError(f"image {uuid} not found")
+        if not 0 <= index < len(image.files):
+            raise CatalogError(f"image {uuid} has no file {index}")
+        fh = await asyncio.to_thread(open, self.file_path(uuid, index), "rb")
+        try:
+            while chunk := await asyncio.to_thread(fh.read, CHUNK_SIZE):
+                yield chunk
+        finally:
+            await asyncio.to_thread(fh.close)
+
+    # --- writes -----------------------------------------------------------------------------
+
+    async def delete_image(self, uuid: str) -> bool:
+        """Hide the files (atomic rename), drop the row, then remove the files."""
+        if await self.get_image(uuid) is None:
+            return False
+        image_dir = self.root / uuid
+        trash = self.root / f".trash-{uuid}-{secrets.token_hex(4)}"
+        moved = await asyncio.to_thread(_rename_if_exists, image_dir, trash)
+        try:
+            cursor = self.db.execute("DELETE FROM images WHERE uuid = ?", (uuid,))
+        except BaseException:
+            if moved:
+                await asyncio.to_thread(os.rename, trash, image_dir)
+            raise
+        if moved:
+            await asyncio.to_thread(shutil.rmtree, trash, True)
+        return cursor.rowcount > 0
+
+    async def import_image(self, manifest: Mapping[str, Any], body: AsyncIterator[bytes]) -> Image:
+        """Validate, stream in, verify size and sha1, record MD5, commit by inserting the row."""
+        errors = validate_manifest(manifest)
+        if errors:
+            fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
+            raise InvalidManifest(f"invalid image manifest: {fields}", errors)
+        public = serialize_manifest(manifest)
+        uuid = str(public["uuid"])
+        if await self.get_image(uuid) is not None:
+            raise ImageAlreadyExists(f"image {uuid} already exists")
+        expected = manifest["files"][0]
+        sink = await self._receive(body, expected["size"])
+        image_dir = self.root / uuid
+        claimed = False
+        try:
+            if sink.size != expected["size"]:
+                raise ImageFileMismatch(
+                    f"file size {sink.size} does not match the manifest's {expected['size']}"
+                )
+            sha1 = sink.sha1.hexdigest()
+            if sha1 != expected["sha1"]:
+                raise ImageFileMismatch(
+                    f"file sha1 {sha1} does not match the manifest's {expected['sha1']}"
+                )
+            await self._claim(image_dir)
+            claimed = True
+            await asyncio.to_thread(os.replace, sink.path, image_dir / "file0")
+            stored = dict(public["files"][0])
+            stored["content_md5"] = base64.b64encode(sink.md5.digest()).decode()
+            manifest_text, files_text = json.dumps(public), json.dumps([stored])
+            try:
+                self.db.execute(
+                    "INSERT INTO images (uuid, manifest, files) VALUES (?, ?, ?)",
+                    (uuid, manifest_text, files_text),
+                )
+            except sqlite3.IntegrityError:
+                raise ImageAlreadyExists(f"image {uuid} already exists") from None
+        except BaseException:
+            await asyncio.to_thread(sink.path.unlink, True)
+            if claimed:
+                await asyncio.to_thread(shutil.rmtree, image_dir, True)
+            raise
+        return _image_from_row(manifest_text, files_text)
+
+    async def _claim(self, image_dir: Path) -> None:
+        """``mkdir`` the image's directory: atomic, so one import wins, even across processes.
+
+        A directory with no row that is older than ``STALE_AFTER`` is a crashed import's
+        leftover and is replaced; a younger one is another import in flight.
+        """
+        uuid = image_dir.name
+        for _ in range(2):
+            try:
+                await asyncio.to_thread(image_dir.mkdir)
+                return
+            except FileExistsError:
+                if await self.get_image(uuid) is not None:
+                    break
+                stale = await asyncio.to_thread(_older_than, image_dir, time.time() - STALE_AFTER)
+                if not stale:
+                    break
+                await asyncio.to_thread(shutil.rmtree, image_dir, True)
+        raise ImageAlreadyExists(f"image {uuid} already exists or is being imported")
+
+    async def _receive(self, body: AsyncIterator[bytes], limit: int) -> _Sink:
+        """Stream ``body`` into a temp file, batching writes to >= 1 MiB; stop past ``limit``."""
+        tmp = self.root / f".import-{secrets.token_hex(8)}.tmp"
+        sink = await asyncio.to_thread(_Sink, tmp)
+        try:
+            pending: list[bytes] = []
+            pending_size = 0
+            async for chunk in body:
+                if not chunk:
+                    continue
+                pending.append(bytes(chunk))
+                pending_size += len(chunk)
+                if sink.size + pending_size > limit:
+                    raise ImageFileMismatch(f"file is larger than the manifest's size {limit}")
+                if pending_size >= CHUNK_SIZE:
+                    await asyncio.to_thread(sink.write, b"".join(pending))
+                    pending, pending_size = [], 0
+            if pending:
+                await asyncio.to_thread(sink.write, b"".join(pending))
+            await asyncio.to_thread(sink.finish)
+        except BaseException:
+            await asyncio.to_thread(sink.abort)
+            raise
+        return sink
+
+
+def _sweep(root: Path, older_than: float) -> None:
+    """Remove temp files and trash left by a crash (a row is the only commit point)."""
+    for entry in root.iterdir():
+        if not entry.name.startswith((".import-", ".trash-")):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if entry.lstat().st_mtime >= older_than:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink()
+
+
+def _older_than(path: Path, when: float) -> bool:
+    try:
+        return path.lstat().st_mtime < when
+    except FileNotFoundError:
+        return True
+
+
+def _rename_if_exists(src: Path, dst: Path) -> bool:
+    with contextlib.suppress(FileNotFoundError):
+        os.rename(src, dst)
+        return True
+    return False

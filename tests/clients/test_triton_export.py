@@ -1,0 +1,137 @@
+"""Conformance: the official ``triton image export`` (npm ``triton``) against our gateway.
+
+The dev setup (fake Manta on disk, gateway, account ``dev`` with an RSA key, demo image) runs
+in this process; triton finds the key as it does on a workstation without an agent: in
+``$HOME/.ssh`` (a temporary HOME). node-manta's ``mget`` then reads back what was exported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from npm_tools import ensure_npm_package
+
+from gateway.devmode import DevEnvironment, running
+
+pytestmark = pytest.mark.clients
+
+TRITON = ("triton", "7.17.0")
+MANTA = ("manta", "5.4.2")
+
+
+@pytest.fixture
+async def dev(tmp_path: Path) -> AsyncIterator[tuple[DevEnvironment, web.Application]]:
+    async with running(tmp_path / "data", port=0, manta_port=0) as pair:
+        yield pair
+
+
+def node_env(env: DevEnvironment, home: Path) -> dict[str, str]:
+    """A workstation's environment: SDC_* and MANTA_* set, the key in ~/.ssh, no agent."""
+    ssh = home / ".ssh"
+    ssh.mkdir(parents=True, exist_ok=True)
+    shutil.copy(env.dev_key.path, ssh / "id_rsa")
+    shutil.copy(str(env.dev_key.path) + ".pub", ssh / "id_rsa.pub")
+    os.chmod(ssh / "id_rsa", 0o600)
+    keep = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SDC_", "TRITON_", "MANTA_")) and k != "SSH_AUTH_SOCK"
+    }
+    return {
+        **keep,
+        "HOME": str(home),
+        "SDC_URL": env.gateway_url,
+        "SDC_ACCOUNT": "dev",
+        "SDC_KEY_ID": env.dev_key.fingerprint,
+        "MANTA_URL": env.manta_url,
+        "MANTA_USER": "dev",
+        "MANTA_KEY_ID": env.dev_key.fingerprint,
+    }
+
+
+async def run(cmd: list[str], environ: Mapping[str, str]) -> tuple[int, str, str]:
+    """Run a node CLI without blocking the loop that serves it."""
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, env=dict(environ), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 180)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def mget_sha1(manta_bin: Path, path: str, environ: Mapping[str, str], dest: Path) -> str:
+    code, _out, err = await run([str(manta_bin / "mget"), "-q", "-o", str(dest), path], environ)
+    assert code == 0, err
+    data = await asyncio.to_thread(dest.read_bytes)
+    return hashlib.sha1(data).hexdigest()
+
+
+async def test_triton_image_export_then_mget(
+    dev: tuple[DevEnvironment, web.Application], tmp_path: Path
+) -> None:
+    env, _app = dev
+    triton = ensure_npm_package(*TRITON) / "triton"
+    manta_bin = ensure_npm_package(*MANTA)
+    environ = node_env(env, tmp_path / "home")
+
+    code, out, err = await run(
+        [str(triton), "image", "export", "demo@1.0.0", "/dev/stor/t"], environ
+    )
+    assert code == 0, err + out
+    assert out.splitlines() == [
+        "Exporting image demo@1.0.0 to /dev/stor/t",
+        f"    Manta URL: {env.manta_url}",
+        "Manifest path: /dev/stor/t.imgmanifest",
+        "   Image path: /dev/stor/t.zfs.gz",
+    ]
+    file_meta = env.image.manifest["files"][0]
+    got = await mget_sha1(manta_bin, "/dev/stor/t.zfs.gz", environ, tmp_path / "file")
+    assert got == file_meta["sha1"]
+    assert (tmp_path / "file").read_bytes() == env.image.file.read_bytes()
+    await mget_sha1(manta_bin, "/dev/stor/t.imgmanifest", environ, tmp_path / "manifest")
+    manifest = json.loads((tmp_path / "manifest").read_text())
+    assert manifest["uuid"] == env.image.uuid
+    assert manifest["owner"] == env.image.manifest["owner"]
+    assert manifest["files"][0]["sha1"] == file_meta["sha1"]
+
+    # -j with a uuid, into a directory: NAME-VER names, one JSON line.
+    code, out, err = await run(
+        [str(triton), "image", "export", "-j", env.image.uuid, "/dev/stor"], environ
+    )
+    assert code == 0, err + out
+    lines = out.splitlines()
+    assert lines[0] == f"Exporting image {env.image.uuid} to /dev/stor"
+    assert json.loads(lines[1]) == {
+        "manta_url": env.manta_url,
+        "image_path": "/dev/stor/demo-1.0.0.zfs.gz",
+        "manifest_path": "/dev/stor/demo-1.0.0.imgmanifest",
+    }
+    got = await mget_sha1(manta_bin, "/dev/stor/demo-1.0.0.zfs.gz", environ, tmp_path / "f2")
+    assert got == file_meta["sha1"]
+
+
+async def test_triton_reports_gateway_errors(
+    dev: tuple[DevEnvironment, web.Application], tmp_path: Path
+) -> None:
+    env, _app = dev
+    triton = ensure_npm_package(*TRITON) / "triton"
+    environ = node_env(env, tmp_path / "home")
+    code, _out, err = await run(
+        [str(triton), "image", "export", "demo", "/someoneelse/stor/x"], environ
+    )
+    assert code != 0
+    assert "NotMantaPathOwner" in err or "someoneelse" in err
+    code, _out, err = await run(
+        [str(triton), "image", "export", "00000000-0000-0000-0000-000000000000", "/dev/stor/x"],
+        environ,
+    )
+    assert code != 0
+    assert "not found" in err

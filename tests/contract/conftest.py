@@ -1,0 +1,15 @@
+"""The contract suite runs every test once per storage target (``storage_targets.TARGET_NAMES``).
+
+Adding a target means adding it to ``TARGET_NAMES`` and ``open_target``; no test changes.
+"""
+
+from __future__ import annotations
+
+import pytest
+from storage_targets import TargetHarness, moto_s3, storage_harness  # noqa: F401 - fixtures
+
+
+@pytest.fixture
+def harness(storage_harness: TargetHarness) -> TargetHarness:  # noqa: F811 - fixture use
+    """The target under test (parametrized over every target)."""
+    return storage_harness

@@ -1,0 +1,183 @@
+"""``cloudapi-gateway dev``: the newcomer's first command, run as a newcomer runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FINGERPRINT = r"(?:[0-9a-f]{2}:){15}[0-9a-f]{2}"
+
+
+def dev_command() -> list[str]:
+    """The installed console script, as the README runs it."""
+    exe = shutil.which("cloudapi-gateway")
+    assert exe, "cloudapi-gateway is not installed (python3 -m pip install -e .)"
+    return [exe, "dev"]
+
+
+def exports(text: str) -> dict[str, str]:
+    """``export NAME=value`` lines as a mapping."""
+    return dict(re.findall(r"^export ([A-Z_]+)=(\S+)$", text, re.M))
+
+
+def run_smoke(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            *dev_command(),
+            "--smoke",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            "0",
+            "--manta-port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_smoke_exports_and_verifies_then_reuses_the_data_dir(tmp_path: Path) -> None:
+    data_dir = tmp_path / "dev data"  # a space: paths are quoted in what is printed
+    first = run_smoke(data_dir)
+    assert first.returncode == 0, first.stderr + first.stdout
+    env = exports(first.stdout)
+    assert set(env) >= {
+        "SDC_URL",
+        "SDC_ACCOUNT",
+        "SDC_KEY_ID",
+        "SDC_KEY_PATH",
+        "MANTA_URL",
+        "MANTA_USER",
+        "MANTA_KEY_ID",
+    }
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", env["SDC_URL"])
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", env["MANTA_URL"])
+    assert env["SDC_URL"] != env["MANTA_URL"]
+    assert env["SDC_ACCOUNT"] == env["MANTA_USER"] == "dev"
+    assert re.fullmatch(FINGERPRINT, env["SDC_KEY_ID"])
+    assert env["MANTA_KEY_ID"] == env["SDC_KEY_ID"]
+    assert "cloudapi-gateway export demo@1.0.0 /dev/stor/demo" in first.stdout
+    assert "ssh-add" in first.stdout
+    assert first.stdout.rstrip().endswith("# smoke: OK")
+    answer = json.loads(first.stdout.split("ExportImage said:\n", 1)[1].rsplit("# smoke", 1)[0])
+    assert list(answer) == ["manta_url", "image_path", "manifest_path"]
+    assert answer["image_path"] == "/dev/stor/demo.zfs.gz"
+    assert answer["manifest_path"] == "/dev/stor/demo.imgmanifest"
+    assert answer["manta_url"] == env["MANTA_URL"]
+
+    key_path = data_dir / "keys" / "dev_id_rsa"
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((data_dir / "keys" / "operator_id_rsa").stat().st_mode) == 0o600
+    demo = data_dir / "demo" / "demo-1.0.0.zfs.gz"
+    assert 1024 * 1024 < demo.stat().st_size < 16 * 1024 * 1024
+    assert demo.read_bytes()[:2] == b"\x1f\x8b"  # gzip
+    # The fake Manta is on disk under the data dir: the exported file is there too.
+    assert any(
+        p.is_file() and p.stat().st_size == demo.stat().st_size
+        for p in (data_dir / "manta").rglob("*")
+    )
+
+    second = run_smoke(data_dir)
+    assert second.returncode == 0, second.stderr + second.stdout
+    again = exports(second.stdout)
+    assert again["SDC_KEY_ID"] == env["SDC_KEY_ID"]
+    image_uuid = re.search(r"uuid ([0-9a-f-]{36})", first.stdout)
+    assert image_uuid and image_uuid.group(1) in second.stdout
+
+
+def test_smoke_fails_clearly_when_the_port_is_taken(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [
+                *dev_command(),
+                "--smoke",
+                "--data-dir",
+                str(tmp_path),
+                "--port",
+                str(port),
+                "--manta-port",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert proc.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+async def test_dev_serves_until_sigint_then_stops_cleanly(tmp_path: Path) -> None:
+    """Without --smoke it serves; the printed env works for the bundled client; Ctrl-C stops it."""
+    proc = await asyncio.create_subprocess_exec(
+        *dev_command(),
+        "--data-dir",
+        str(tmp_path),
+        "--port",
+        "0",
+        "--manta-port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        seen = ""
+        while "# Serving" not in seen:
+            line = await asyncio.wait_for(proc.stdout.readline(), 120)
+            assert line, f"dev mode exited early: {seen}"
+            seen += line.decode()
+        env = exports(seen)
+        child_env = {**os.environ, **env, "HOME": str(tmp_path)}
+        client = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway.client",
+            "demo",
+            "/dev/stor/from-dev",
+            env=child_env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(client.communicate(), 120)
+        assert client.returncode == 0, err.decode()
+        assert out.decode().splitlines() == [
+            "Exporting image demo to /dev/stor/from-dev",
+            f"    Manta URL: {env['MANTA_URL']}",
+            "Manifest path: /dev/stor/from-dev.imgmanifest",
+            "   Image path: /dev/stor/from-dev.zfs.gz",
+        ]
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+        rest, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert "Stopping" in rest.decode()
+    assert "Traceback" not in err.decode()
+
+
+@pytest.mark.parametrize("flag", ["--help"])
+def test_dev_help_lists_its_flags(flag: str) -> None:
+    proc = subprocess.run([*dev_command(), flag], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0
+    for option in ("--data-dir", "--port", "--manta-port", "--smoke"):
+        assert option in proc.stdout

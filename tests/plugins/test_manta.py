@@ -1,0 +1,344 @@
+"""The Manta storage plugin beyond the shared contract: settings, keys, signing, wire headers,
+paging and error mapping, against the fake Manta (auth on) or a loopback request recorder."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from storage_targets import LOGIN, OPERATOR, manta_target, write_operator_key
+
+from gateway.httpsig import PrivateKey, md5_fingerprint, ssh_public_key_line
+from gateway.settings import Settings
+from gateway.storage import (
+    AccessDenied,
+    DirectoryDoesNotExist,
+    StorageRequestFailed,
+    StorageTarget,
+    StorageUnavailable,
+)
+from plugins.storage import manta
+from plugins.storage.manta import MantaConfig, MantaTarget, MantaTargetFactory, encode_path
+
+
+def md5_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+def body_of(data: bytes) -> Any:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield data
+
+    return chunks
+
+
+def write_key(path: Path, key: PrivateKey) -> Path:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    return path
+
+
+# --- registration and settings -------------------------------------------------------------
+
+
+def test_the_plugin_registers_the_manta_kind() -> None:
+    factories = manta.gateway_register_storage_targets()
+    assert [f.name for f in factories] == ["manta"]
+
+
+def test_settings_defaults(tmp_path: Path) -> None:
+    key_file, _ = write_operator_key(tmp_path)
+    target = MantaTargetFactory().create(
+        {
+            "kind": "manta",
+            "url": "http://manta.local/",
+            "user": "operator",
+            "key_file": str(key_file),
+        },
+        Settings(),
+    )
+    assert isinstance(target, MantaTarget)
+    assert target.public_url == "http://manta.local"
+    assert target.config.retries == 3
+    key = serialization.load_ssh_private_key(key_file.read_bytes(), None)
+    assert isinstance(key, ed25519.Ed25519PrivateKey)
+    assert target.signer.key_id == f"/operator/keys/{md5_fingerprint(key)}"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"url": None}, "url is required"),
+        ({"url": "manta.local"}, "http:// or https://"),
+        ({"user": ""}, "user is required"),
+        ({"retries": -1}, "retries must be an integer >= 0"),
+        ({"read_timeout": "long"}, "read_timeout must be a number"),
+        ({"colour": "blue"}, "unknown setting(s) colour"),
+        ({"key_file": "/nonexistent/key"}, "cannot load key_file"),
+        ({"key_id": "00:11:22"}, "is not the MD5 fingerprint"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_key_named(
+    tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    key_file, _ = write_operator_key(tmp_path)
+    config: dict[str, Any] = {
+        "kind": "manta",
+        "url": "https://manta.local",
+        "user": "operator",
+        "key_file": str(key_file),
+    }
+    config.update(change)
+    config = {k: v for k, v in config.items() if v is not None}
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        MantaTargetFactory().create(config, Settings())
+
+
+def test_key_id_may_be_a_full_key_id_or_the_fingerprint(tmp_path: Path) -> None:
+    key_file, _ = write_operator_key(tmp_path)
+    key = serialization.load_ssh_private_key(key_file.read_bytes(), None)
+    assert isinstance(key, ed25519.Ed25519PrivateKey)
+    fp = md5_fingerprint(key)
+    base = {"url": "https://m", "user": "operator", "key_file": str(key_file)}
+    by_fp = MantaTargetFactory().create({**base, "key_id": f"MD5:{fp}"}, Settings())
+    full = MantaTargetFactory().create({**base, "key_id": f"/admin/keys/{fp}"}, Settings())
+    assert isinstance(by_fp, MantaTarget) and isinstance(full, MantaTarget)
+    assert by_fp.signer.key_id == f"/operator/keys/{fp}"
+    assert full.signer.key_id == f"/admin/keys/{fp}"
+
+
+def test_paths_are_encoded_per_segment() -> None:
+    assert encode_path("/bob/stor/a b/c%d/ü?#") == "/bob/stor/a%20b/c%25d/%C3%BC%3F%23"
+    assert encode_path("/bob//stor/x/") == "/bob/stor/x"
+    with pytest.raises(ValueError):
+        encode_path("bob/stor")
+    assert (
+        MantaConfig.from_mapping({"url": "http://m", "user": "u", "key_file": "k"}).list_page_size
+        == 1024
+    )
+
+
+# --- signing against the fake Manta (auth on) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make_key",
+    [
+        lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        lambda: ec.generate_private_key(ec.SECP256R1()),
+        lambda: ec.generate_private_key(ec.SECP384R1()),
+        lambda: ed25519.Ed25519PrivateKey.generate(),
+    ],
+    ids=["rsa", "ecdsa-p256", "ecdsa-p384", "ed25519"],
+)
+async def test_every_key_type_signs_requests_manta_accepts(tmp_path: Path, make_key: Any) -> None:
+    from fake_manta import FakeMantaServer
+
+    key = make_key()
+    key_file = write_key(tmp_path / "key", key)
+    async with FakeMantaServer(port=0) as fm:
+        fm.add_account(OPERATOR, public_keys=[ssh_public_key_line(key)], operator=True)
+        fm.add_account(LOGIN)
+        target = MantaTargetFactory().create(
+            {"url": fm.url, "user": OPERATOR, "key_file": str(key_file)}, Settings()
+        )
+        await target.open()
+        try:
+            await target.mkdir(f"/{LOGIN}/stor/signed")
+            await target.put_object(
+                f"/{LOGIN}/stor/signed/x",
+                body_of(b"ok"),
+                size=2,
+                content_md5=md5_b64(b"ok"),
+                content_type="text/plain",
+            )
+            info = await target.stat(f"/{LOGIN}/stor/signed/x")
+            assert info is not None and info.size == 2
+        finally:
+            await target.close()
+
+
+async def test_an_unknown_key_is_access_denied(tmp_path: Path) -> None:
+    from fake_manta import FakeMantaServer
+
+    key_file, _ = write_operator_key(tmp_path)
+    other = ed25519.Ed25519PrivateKey.generate()
+    async with FakeMantaServer(port=0) as fm:
+        fm.add_account(OPERATOR, public_keys=[ssh_public_key_line(other)], operator=True)
+        fm.add_account(LOGIN)
+        target = MantaTargetFactory().create(
+            {"url": fm.url, "user": OPERATOR, "key_file": str(key_file)}, Settings()
+        )
+        await target.open()
+        try:
+            with pytest.raises(AccessDenied):
+                await target.mkdir(f"/{LOGIN}/stor/x")
+        finally:
+            await target.close()
+
+
+async def test_a_non_operator_cannot_write_another_tree(tmp_path: Path) -> None:
+    from fake_manta import FakeMantaServer
+
+    key_file, line = write_operator_key(tmp_path)
+    async with FakeMantaServer(port=0) as fm:
+        fm.add_account("mallory", public_keys=[line])
+        fm.add_account(LOGIN)
+        target = MantaTargetFactory().create(
+            {"url": fm.url, "user": "mallory", "key_file": str(key_file)}, Settings()
+        )
+        await target.open()
+        try:
+            with pytest.raises(AccessDenied):
+                await target.put_object(
+                    f"/{LOGIN}/stor/x",
+                    body_of(b"no"),
+                    size=2,
+                    content_md5=None,
+                    content_type="text/plain",
+                )
+            await target.mkdir("/mallory/stor/mine")  # its own tree is fine
+        finally:
+            await target.close()
+
+
+# --- behaviour against the fake Manta ------------------------------------------------------
+
+
+async def test_listing_pages_with_the_marker_and_loses_nothing(tmp_path: Path) -> None:
+    async with manta_target(tmp_path, list_page_size=3) as harness:
+        directory = harness.path("paged")
+        await harness.target.mkdir(directory)
+        names = [f"n{i:02d}" for i in range(10)]
+        for name in names:
+            await harness.target.put_object(
+                f"{directory}/{name}", body_of(b"x"), size=1, content_md5=None, content_type="a/b"
+            )
+        listed = [e.path async for e in await harness.target.list_directory(directory)]
+        assert listed == [f"{directory}/{n}" for n in names]
+
+
+async def test_an_unknown_manta_error_keeps_its_code_and_is_not_retried(tmp_path: Path) -> None:
+    async with manta_target(tmp_path) as harness:
+        rule = harness.faults.add(
+            method="PUT", path=r"full$", status=507, code="NotEnoughSpace", times=5
+        )
+        with pytest.raises(StorageRequestFailed) as raised:
+            await harness.target.put_object(
+                harness.path("full"), body_of(b"x"), size=1, content_md5=None, content_type="a/b"
+            )
+        assert raised.value.code == "NotEnoughSpace"
+        assert rule.hits == 1
+
+
+async def test_a_refused_put_never_reads_the_body(tmp_path: Path) -> None:
+    """Manta answers DirectoryDoesNotExist before 100 Continue: the body is not consumed."""
+    started = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        started.append(True)
+        yield b"data"
+
+    async with manta_target(tmp_path) as harness:
+        with pytest.raises(DirectoryDoesNotExist):
+            await harness.target.put_object(
+                harness.path("missing", "x"), chunks, size=4, content_md5=None, content_type="a/b"
+            )
+    assert started == []
+
+
+async def test_an_unreachable_manta_is_storage_unavailable(tmp_path: Path) -> None:
+    key_file, _ = write_operator_key(tmp_path)
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    await runner.cleanup()  # the port is now closed: connections are refused
+    target = MantaTargetFactory().create(
+        {
+            "url": f"http://127.0.0.1:{port}",
+            "user": OPERATOR,
+            "key_file": str(key_file),
+            "retries": 1,
+            "retry_delay": 0.01,
+        },
+        Settings(),
+    )
+    await target.open()
+    try:
+        with pytest.raises(StorageUnavailable):
+            await target.stat(f"/{LOGIN}/stor/x")
+    finally:
+        await target.close()
+
+
+# --- what goes on the wire (a loopback recorder, not Manta) --------------------------------
+
+
+async def open_against_recorder(
+    tmp_path: Path, handler: Any
+) -> tuple[StorageTarget, web.AppRunner]:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    key_file, _ = write_operator_key(tmp_path)
+    target = MantaTargetFactory().create(
+        {
+            "url": f"http://127.0.0.1:{runner.addresses[0][1]}",
+            "user": "op",
+            "key_file": str(key_file),
+        },
+        Settings(),
+    )
+    await target.open()
+    return target, runner
+
+
+async def test_the_put_request_manta_clients_send(tmp_path: Path) -> None:
+    seen: list[tuple[str, str, dict[str, str], bytes]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        body = await request.read()
+        seen.append((request.method, request.raw_path, dict(request.headers), body))
+        return web.Response(status=204, headers={"Etag": "abc", "Computed-MD5": md5_b64(body)})
+
+    target, runner = await open_against_recorder(tmp_path, record)
+    data = b"x" * 100_000
+    try:
+        info = await target.put_object(
+            "/bob/stor/my dir/img.zfs",
+            body_of(data),
+            size=len(data),
+            content_md5=md5_b64(data),
+            content_type="application/octet-stream",
+        )
+    finally:
+        await target.close()
+        await runner.cleanup()
+    method, raw_path, headers, body = seen[0]
+    assert (method, raw_path, body) == ("PUT", "/bob/stor/my%20dir/img.zfs", data)
+    assert headers["Content-Length"] == str(len(data))
+    assert "Transfer-Encoding" not in headers
+    assert headers["Content-MD5"] == md5_b64(data)
+    assert headers["Content-Type"] == "application/octet-stream"
+    assert headers["Expect"].lower() == "100-continue"
+    assert headers["Authorization"].startswith('Signature keyId="/op/keys/')
+    assert 'headers="date"' in headers["Authorization"]
+    assert "Date" in headers
+    assert info.etag == "abc" and info.content_md5 == md5_b64(data)

@@ -1,0 +1,265 @@
+"""The S3 storage plugin beyond the shared contract: settings, key mapping, directory emulation,
+multipart uploads and error mapping, against moto's server (through the fault proxy)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from storage_targets import BUCKET, S3_PART_SIZE, MotoS3, TargetHarness, moto_s3, s3_target
+
+from gateway.settings import Settings
+from gateway.storage import (
+    ChecksumMismatch,
+    StorageRequestFailed,
+    StorageUnavailable,
+)
+from plugins.storage import s3
+from plugins.storage.s3 import S3Config, S3Target, S3TargetFactory, path_to_key
+
+__all__ = ["moto_s3"]  # the session fixture, re-exported for pytest
+
+MiB = 1024 * 1024
+
+
+def md5_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+def body_of(data: bytes, chunk: int = MiB) -> Any:
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(data), chunk):
+            yield data[start : start + chunk]
+
+    return chunks
+
+
+@pytest.fixture
+async def harness(moto_s3: MotoS3) -> AsyncIterator[TargetHarness]:
+    async with s3_target(moto_s3) as harness:
+        yield harness
+
+
+def raw(harness: TargetHarness) -> Any:
+    """The target's own aiobotocore client, to look at what S3 holds."""
+    assert isinstance(harness.target, S3Target)
+    return harness.target.client
+
+
+# --- registration and settings -------------------------------------------------------------
+
+
+def test_the_plugin_registers_the_s3_kind() -> None:
+    assert [f.name for f in s3.gateway_register_storage_targets()] == ["s3"]
+
+
+def test_settings_defaults() -> None:
+    target = S3TargetFactory().create(
+        {"kind": "s3", "bucket": "images", "endpoint_url": "http://127.0.0.1:5000"}, Settings()
+    )
+    assert isinstance(target, S3Target)
+    assert target.public_url == "http://127.0.0.1:5000/images"
+    assert target.config.part_size == 16 * MiB
+    aws = S3Config.from_mapping({"bucket": "images", "region": "eu-west-1"})
+    assert aws.public_url == "https://images.s3.eu-west-1.amazonaws.com"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"bucket": None}, "bucket is required"),
+        ({"part_size": MiB}, "part_size must be an integer >= 5242880"),
+        ({"max_concurrency": 0}, "max_concurrency must be an integer >= 1"),
+        ({"addressing_style": "sideways"}, "addressing_style must be"),
+        ({"access_key": "AKIA"}, "both access_key and secret_key"),
+        ({"colour": "blue"}, "unknown setting"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_key_named(change: dict[str, Any], message: str) -> None:
+    config: dict[str, Any] = {"kind": "s3", "bucket": "images"}
+    config.update(change)
+    config = {k: v for k, v in config.items() if v is not None}
+    with pytest.raises(ValueError, match=message):
+        S3TargetFactory().create(config, Settings())
+
+
+def test_manta_paths_map_to_keys() -> None:
+    assert path_to_key("/bob/stor/a/b") == "bob/stor/a/b"
+    assert path_to_key("/bob//stor/a/") == "bob/stor/a"
+    for bad in ("bob/stor", "/bob/stor/../alice", "/"):
+        with pytest.raises(ValueError):
+            path_to_key(bad)
+
+
+# --- directories over S3 -------------------------------------------------------------------
+
+
+async def test_mkdir_writes_a_zero_byte_marker(harness: TargetHarness) -> None:
+    await harness.target.mkdir(harness.path("exports"))
+    head = await raw(harness).head_object(Bucket=BUCKET, Key="bob/stor/exports/")
+    assert head["ContentLength"] == 0
+
+
+async def test_keys_under_a_prefix_make_a_directory_without_a_marker(
+    harness: TargetHarness,
+) -> None:
+    await raw(harness).put_object(Bucket=BUCKET, Key="bob/stor/implicit/deep/x", Body=b"x")
+    for path in (harness.path("implicit"), harness.path("implicit", "deep")):
+        info = await harness.target.stat(path)
+        assert info is not None and info.is_directory, path
+    listed = [e async for e in await harness.target.list_directory(harness.path("implicit"))]
+    assert [(e.path, e.type) for e in listed] == [(harness.path("implicit", "deep"), "directory")]
+
+
+async def test_objects_are_written_at_the_mapped_key(harness: TargetHarness) -> None:
+    data = b"mapped"
+    await harness.target.put_object(
+        harness.path("a", "b.txt"),
+        body_of(data),
+        size=len(data),
+        content_md5=md5_b64(data),
+        content_type="text/plain",
+    )
+    got = await raw(harness).get_object(Bucket=BUCKET, Key="bob/stor/a/b.txt")
+    assert await got["Body"].read() == data
+    assert got["ContentType"] == "text/plain"
+
+
+# --- uploads -------------------------------------------------------------------------------
+
+
+async def test_below_the_threshold_one_put_is_made(harness: TargetHarness) -> None:
+    data = os.urandom(S3_PART_SIZE - 1)
+    info = await harness.target.put_object(
+        harness.path("small"),
+        body_of(data),
+        size=len(data),
+        content_md5=md5_b64(data),
+        content_type="application/octet-stream",
+    )
+    assert info.etag is not None and "-" not in info.etag
+    assert info.etag == hashlib.md5(data).hexdigest()
+
+
+async def test_above_the_threshold_a_multipart_upload_with_bounded_parts(
+    harness: TargetHarness,
+) -> None:
+    data = os.urandom(2 * S3_PART_SIZE + 1000)
+    md5 = md5_b64(data)
+    info = await harness.target.put_object(
+        harness.path("big"),
+        body_of(data, chunk=700_000),  # chunks that straddle part boundaries
+        size=len(data),
+        content_md5=md5,
+        content_type="application/octet-stream",
+    )
+    assert info.etag is not None and info.etag.endswith("-3")
+    assert info.content_md5 == md5
+    stat = await harness.target.stat(harness.path("big"))
+    assert stat is not None and stat.content_md5 == md5 and stat.size == len(data)
+    assert await harness.leftovers() == []
+
+
+async def test_a_failing_part_is_retried(harness: TargetHarness) -> None:
+    data = os.urandom(S3_PART_SIZE + 10)
+    rule = harness.faults.add(method="PUT", path=r"/retried-part$", status=503, code="SlowDown")
+    await harness.target.put_object(
+        harness.path("retried-part"),
+        body_of(data),
+        size=len(data),
+        content_md5=md5_b64(data),
+        content_type="application/octet-stream",
+    )
+    assert rule.hits == 1
+    got = await raw(harness).get_object(Bucket=BUCKET, Key="bob/stor/retried-part")
+    assert hashlib.md5(await got["Body"].read()).digest() == hashlib.md5(data).digest()
+
+
+async def test_a_part_that_keeps_failing_aborts_the_upload(harness: TargetHarness) -> None:
+    data = os.urandom(2 * S3_PART_SIZE)
+    harness.faults.add(method="PUT", path=r"/doomed$", status=500, code="InternalError", times=50)
+    with pytest.raises(StorageUnavailable):
+        await harness.target.put_object(
+            harness.path("doomed"),
+            body_of(data),
+            size=len(data),
+            content_md5=md5_b64(data),
+            content_type="application/octet-stream",
+        )
+    assert await harness.leftovers() == []
+    assert await harness.target.stat(harness.path("doomed")) is None
+
+
+async def test_a_wrong_md5_on_a_multipart_upload_is_caught_before_completion(
+    harness: TargetHarness,
+) -> None:
+    data = os.urandom(S3_PART_SIZE + 10)
+    with pytest.raises(ChecksumMismatch):
+        await harness.target.put_object(
+            harness.path("bad-md5"),
+            body_of(data),
+            size=len(data),
+            content_md5=md5_b64(b"something else"),
+            content_type="application/octet-stream",
+        )
+    assert await harness.leftovers() == []
+    assert await harness.target.stat(harness.path("bad-md5")) is None
+
+
+async def test_a_body_shorter_than_its_size_is_refused(harness: TargetHarness) -> None:
+    with pytest.raises(StorageRequestFailed, match="ended after 3 of 10 bytes"):
+        await harness.target.put_object(
+            harness.path("short"),
+            body_of(b"abc"),
+            size=10,
+            content_md5=None,
+            content_type="application/octet-stream",
+        )
+    assert await harness.target.stat(harness.path("short")) is None
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+async def test_a_missing_bucket_is_a_clear_error(moto_s3: MotoS3) -> None:
+    async with s3_target(moto_s3, bucket="no-such-bucket") as harness:
+        with pytest.raises(StorageRequestFailed, match="no-such-bucket") as raised:
+            await harness.target.put_object(
+                harness.path("x"), body_of(b"x"), size=1, content_md5=None, content_type="a/b"
+            )
+        assert raised.value.code == "NoSuchBucket"
+        with pytest.raises(StorageRequestFailed):
+            await harness.target.stat(harness.path("x"))
+
+
+async def test_an_unreachable_endpoint_is_storage_unavailable(tmp_path: Path) -> None:
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    await runner.cleanup()  # the port is now closed: connections are refused
+    target = S3TargetFactory().create(
+        {
+            "bucket": BUCKET,
+            "endpoint_url": f"http://127.0.0.1:{port}",
+            "region": "us-east-1",
+            "access_key": "testing",
+            "secret_key": "testing",
+            "retries": 1,
+            "retry_delay": 0.01,
+        },
+        Settings(),
+    )
+    await target.open()
+    try:
+        with pytest.raises(StorageUnavailable):
+            await target.stat("/bob/stor/x")
+    finally:
+        await target.close()
