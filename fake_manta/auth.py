@@ -261,25 +261,39 @@ def _parse_presigned(request: web.Request, *, now: float) -> _Signature:
     )
 
 
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def decode_component(text: str) -> str:
+    """``decodeURIComponent``: malformed escapes or UTF-8 raise ValueError, as JS throws."""
+    if _BAD_ESCAPE.search(text):
+        raise ValueError(f"malformed escape in {text!r}")
+    return unquote(text, errors="strict")
+
+
 def parse_key_id(key_id: str) -> tuple[str, str | None, str]:
     """``/acct/keys/fp`` or ``/acct/user/keys/fp`` -> (account, user, fingerprint)."""
+    invalid = InvalidKeyId("the KeyId token you provided is invalid")
     parts = key_id.split("/")
+    user: str | None = None
+    if len(parts) == 4 and parts[0] == "" and parts[2] == "keys":
+        raw_account, raw_fp = parts[1], parts[3]
+    elif len(parts) == 5 and parts[0] == "" and parts[3] == "keys":
+        raw_account, raw_fp = parts[1], parts[4]
+        try:
+            user = decode_component(parts[2])
+        except ValueError as exc:
+            raise invalid from exc
+        if not user:
+            raise invalid
+    else:
+        raise invalid
     try:
-        if len(parts) == 4 and parts[0] == "" and parts[2] == "keys":
-            account, user, fingerprint = unquote(parts[1], errors="strict"), None, parts[3]
-        elif len(parts) == 5 and parts[0] == "" and parts[3] == "keys":
-            account = unquote(parts[1], errors="strict")
-            user = unquote(parts[2], errors="strict")
-            fingerprint = parts[4]
-            if not user:
-                raise InvalidKeyId("the KeyId token you provided is invalid")
-        else:
-            raise InvalidKeyId("the KeyId token you provided is invalid")
-        fingerprint = unquote(fingerprint, errors="strict")
-    except UnicodeDecodeError as exc:
-        raise InvalidKeyId("the KeyId token you provided is invalid") from exc
+        account, fingerprint = decode_component(raw_account), decode_component(raw_fp)
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError
+        raise invalid from exc
     if not account or not fingerprint:
-        raise InvalidKeyId("the KeyId token you provided is invalid")
+        raise invalid
     return account, user, fingerprint
 
 

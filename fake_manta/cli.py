@@ -18,7 +18,7 @@ from fake_manta.server import FakeMantaServer
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fake-manta",
-        description="A fake Manta object store that node-manta (mput, mget, mls, ...) works against.",
+        description="A fake Manta object store that node-manta (mput, mget, ...) works against.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8081, help="port to bind; 0 picks a free one")

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Middleware
 
 from fake_manta.auth import CALLER_KEY
 from fake_manta.config import CONFIG
@@ -53,15 +55,15 @@ async def common_headers(request: web.Request, handler: Handler) -> web.StreamRe
 
 
 async def add_common_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: Date (aiohttp), Server, x-request-id, x-response-time, x-server-name."""
+    """``on_response_prepare``: Server, x-request-id, x-response-time, x-server-name (+Date)."""
     start = request.get(_START, time.monotonic())
     response.headers["Server"] = "Manta/2"
-    response.headers["x-request-id"] = request.get(_REQUEST_ID) or request.headers.get(
-        "x-request-id", str(uuid.uuid4()))
+    request_id = request.get(_REQUEST_ID) or request.headers.get("x-request-id")
+    response.headers["x-request-id"] = request_id or str(uuid.uuid4())
     response.headers["x-response-time"] = str(int((time.monotonic() - start) * 1000))
     response.headers["x-server-name"] = request.config_dict[CONFIG].server_name
     if request.headers.get("User-Agent", "").startswith("curl"):
-        response.headers["Connection"] = "close"
+        response.force_close()  # muskie answers curl with Connection: close
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -109,7 +111,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return error_response(request, _from_http_exception(exc, request))
-    except (ConnectionError, aiohttp.ClientPayloadError, aiohttp.http_exceptions.HttpProcessingError):
+    except (ConnectionError, aiohttp.ClientPayloadError, HttpProcessingError):
         log.info("client went away: %s %s", request.method, request.path)
         return error_response(request, UploadAbandoned("request body was not completely sent"))
     except Exception:
@@ -117,15 +119,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(request, InternalError("internal error"))
 
 
-# -- auth wiring -------------------------------------------------------------------------------------
-def skip_admin(middleware: Callable[..., object]) -> Callable[..., object]:
+# -- auth wiring ----------------------------------------------------------------------------
+def skip_admin(middleware: Middleware) -> Middleware:
     """Wrap a middleware so that it does not run for the admin surface."""
 
     @web.middleware
     async def wrapped(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(ADMIN_PREFIX):
             return await handler(request)
-        return await middleware(request, handler)  # type: ignore[operator,no-any-return]
+        return await middleware(request, handler)
 
     return wrapped
 
@@ -180,5 +182,5 @@ async def send_continue(request: web.Request) -> None:
     request[_CONTINUE_SENT] = True
     if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0  # type: ignore[attr-defined]
+        request.writer.output_size = 0
 

@@ -60,8 +60,10 @@ def classify(raw_path: str) -> Target:
     if not rest:
         return Target("uploads_root", login, path)
     if UPLOAD_ID_RE.match(rest[0]):
+        if len(rest) > 2 or (len(rest) == 2 and not rest[1].isdigit()):
+            raise missing
         return Target("upload_redirect", login, path, upload_id=rest[0],
-                      part="/".join(rest[1:]) or None)
+                      part=rest[1] if len(rest) == 2 else None)
     if len(rest) == 1:
         return Target("uploads_dir", login, path)
     if not UPLOAD_ID_RE.match(rest[1]) or len(rest) > 3:

@@ -23,6 +23,9 @@ from fake_manta.faults import FaultInjector
 from fake_manta.models import Store
 from fake_manta.models.store import MIN_PART_SIZE
 
+#: Per-request body buffer: large, so that big PUTs arrive in few large chunks (throughput).
+READ_BUFSIZE = 1 << 20
+
 
 class FakeMantaServer:
     """``async with FakeMantaServer(port=0) as server: server.url``."""
@@ -81,7 +84,8 @@ class FakeMantaServer:
 
     async def start(self) -> None:
         self.app = create_app(self.config)
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                               read_bufsize=READ_BUFSIZE)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
         try:

@@ -19,10 +19,15 @@ from pathlib import Path
 
 from gateway import httpsig
 
-#: CloudAPI logins: a letter first, then letters, digits, ``.``, ``_`` or ``-``; 3 to 32 long.
-LOGIN_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{2,31}$")
+#: CloudAPI logins, as UFDS validates them (sdc-ufds ``schema/sdcperson.js``): a letter, then
+#: letters, digits, ``_``, ``.`` or ``@``; 3 to 32 long; ``local`` is reserved.
+LOGIN_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.@]{2,31}$")
+RESERVED_LOGINS = frozenset({"local"})
 #: Key names: printable, no ``/`` (they travel inside keyIds), 1 to 128 long.
 KEY_NAME_RE = re.compile(r"^[^/\s][^/]{0,127}$")
+#: Cached lookups (misses included) before the cache starts over; bounds what a flood of
+#: requests naming random logins can make the server keep.
+CACHE_LIMIT = 10_000
 FINGERPRINT_RE = re.compile(r"^([0-9a-f]{2}:){15}[0-9a-f]{2}$")
 
 SCHEMA = """
@@ -97,8 +102,10 @@ def validate_login(login: str) -> str:
     if not isinstance(login, str) or not LOGIN_RE.match(login):
         raise InvalidLogin(
             f"invalid login {login!r}: 3 to 32 characters, a letter first, then letters, "
-            "digits, '.', '_' or '-'"
+            "digits, '_', '.' or '@'"
         )
+    if login in RESERVED_LOGINS:
+        raise InvalidLogin(f"invalid login {login!r}: reserved")
     return login
 
 
@@ -138,7 +145,8 @@ class AccountStore:
     def _fresh(self) -> None:
         """Drop the caches if any connection (another process included) committed since."""
         version = self._db.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._version:
+        cached = len(self._by_login) + len(self._by_uuid) + len(self._keys)
+        if version != self._version or cached > CACHE_LIMIT:
             self._version = version
             self._forget()
 
@@ -180,17 +188,22 @@ class AccountStore:
                 self._forget()
         return account
 
+    def _account_of(self, login: str) -> Account | None:
+        """The cached account of ``login``; the caller holds the lock and has called ``_fresh``."""
+        if login not in self._by_login:
+            row = self._db.execute(
+                "SELECT uuid, login, disabled, created FROM accounts WHERE login = ?", (login,)
+            ).fetchone()
+            self._by_login[login] = self._account(row) if row else None
+        return self._by_login[login]
+
     def get_account(self, login: str) -> Account | None:
-        """The account with this login, or ``None``."""
+        """The account with this login, or ``None`` (also for strings that are not logins)."""
+        if not isinstance(login, str) or not LOGIN_RE.match(login):
+            return None
         with self._lock:
             self._fresh()
-            if login not in self._by_login:
-                row = self._db.execute(
-                    "SELECT uuid, login, disabled, created FROM accounts WHERE login = ?",
-                    (login,),
-                ).fetchone()
-                self._by_login[login] = self._account(row) if row else None
-            return self._by_login[login]
+            return self._account_of(login)
 
     def get_account_by_uuid(self, uuid: str) -> Account | None:
         """The account with this uuid, or ``None`` (also for strings that are not UUIDs)."""
@@ -275,22 +288,28 @@ class AccountStore:
                 self._forget()
         return record
 
+    def _keys_of(self, login: str) -> tuple[KeyRecord, ...]:
+        """The cached keys of ``login``; the caller holds the lock and has called ``_fresh``."""
+        keys = self._keys.get(login)
+        if keys is None:
+            rows = self._db.execute(
+                "SELECT login, name, fingerprint, public_key FROM keys WHERE login = ?"
+                " ORDER BY created, name",
+                (login,),
+            ).fetchall()
+            keys = self._keys[login] = tuple(KeyRecord(*row) for row in rows)
+        return keys
+
     def list_keys(self, login: str) -> list[KeyRecord]:
         """The account's keys, oldest first (empty for an unknown login)."""
+        if not isinstance(login, str) or not LOGIN_RE.match(login):
+            return []
         with self._lock:
             self._fresh()
-            if login not in self._keys:
-                rows = self._db.execute(
-                    "SELECT login, name, fingerprint, public_key FROM keys WHERE login = ?"
-                    " ORDER BY created, name",
-                    (login,),
-                ).fetchall()
-                self._keys[login] = tuple(KeyRecord(*row) for row in rows)
-            return list(self._keys[login])
+            return list(self._keys_of(login))
 
-    def find_key(self, login: str, name_or_fingerprint: str) -> KeyRecord | None:
-        """The key a keyId names: by MD5 fingerprint (any case, optional ``MD5:``) or name."""
-        keys = self.list_keys(login)
+    @staticmethod
+    def _match(keys: tuple[KeyRecord, ...], name_or_fingerprint: str) -> KeyRecord | None:
         wanted = name_or_fingerprint.lower().removeprefix("md5:")
         if FINGERPRINT_RE.match(wanted):
             for key in keys:
@@ -300,6 +319,27 @@ class AccountStore:
             if key.name == name_or_fingerprint:
                 return key
         return None
+
+    def find_key(self, login: str, name_or_fingerprint: str) -> KeyRecord | None:
+        """The key a keyId names: by MD5 fingerprint (any case, optional ``MD5:``) or name."""
+        if not isinstance(login, str) or not LOGIN_RE.match(login):
+            return None
+        with self._lock:
+            self._fresh()
+            return self._match(self._keys_of(login), name_or_fingerprint)
+
+    def credentials(
+        self, login: str, name_or_fingerprint: str
+    ) -> tuple[Account | None, KeyRecord | None]:
+        """``get_account`` and ``find_key`` in one consistent read (the per-request path)."""
+        if not isinstance(login, str) or not LOGIN_RE.match(login):
+            return None, None
+        with self._lock:
+            self._fresh()
+            account = self._account_of(login)
+            if account is None:
+                return None, None
+            return account, self._match(self._keys_of(login), name_or_fingerprint)
 
     def close(self) -> None:
         """Close the connection; the store cannot be used afterwards."""

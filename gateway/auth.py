@@ -66,6 +66,13 @@ _SINGLE = frozenset(
 )
 
 
+def _echo(value: str, limit: int = 256) -> str:
+    """Client text safe to put in a JSON message: no lone surrogates (aiohttp keeps undecodable
+    header bytes as surrogates, which cannot be encoded), and not unboundedly long."""
+    text = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 @functools.lru_cache(maxsize=4096)
 def _public_key(line: str) -> httpsig.PublicKey | None:
     """Parse a stored OpenSSH key once; keyed by the line itself, so a changed key re-parses."""
@@ -96,7 +103,7 @@ def _check_date(headers: dict[str, str], now: datetime) -> None:
     if sent is None:
         raise InvalidHeader("Date header is invalid")
     if (now - sent).total_seconds() > httpsig.CLOCK_SKEW:
-        raise RequestExpired(f"Date header {value} is too old")
+        raise RequestExpired(f"Date header {_echo(value)} is too old")
 
 
 def _path_login(request: web.BaseRequest) -> str | None:
@@ -139,7 +146,7 @@ def _forbidden(request: web.BaseRequest) -> NotAuthorized:
     name = _route_name(request)
     if name:
         where = f"{where} ({name})"
-    return NotAuthorized(FORBIDDEN.format(where))
+    return NotAuthorized(FORBIDDEN.format(_echo(where)))
 
 
 async def authenticate(request: web.Request) -> Account:
@@ -170,7 +177,7 @@ async def authenticate(request: web.Request) -> Account:
                     now=now,
                 )
             except httpsig.SignatureHeaderError as e:
-                raise InvalidHeader(f"Authorization header invalid: {e}") from None
+                raise InvalidHeader(f"Authorization header invalid: {_echo(str(e))}") from None
         elif scheme.lower() == "basic":
             try:
                 decoded = base64.b64decode(credentials.split(" ", 1)[0] + "==")
@@ -186,24 +193,24 @@ async def authenticate(request: web.Request) -> Account:
     if parsed is None:
         raise InvalidCredentials(DEF_401)
     if parsed.algorithm not in httpsig.SUPPORTED_ALGORITHMS:
-        raise InvalidCredentials(INVALID_ALGO.format(parsed.algorithm.upper()))
+        raise InvalidCredentials(INVALID_ALGO.format(_echo(parsed.algorithm.upper())))
     parts = parsed.key_id.split("/")
     if len(parts) != 4 or parts[2] != "keys":
         if len(parts) == 6 and parts[4] == "keys":
-            raise InvalidCredentials(SUBUSERS.format(parsed.key_id))
-        raise InvalidCredentials(INVALID_KEY.format(parsed.key_id))
+            raise InvalidCredentials(SUBUSERS.format(_echo(parsed.key_id)))
+        raise InvalidCredentials(INVALID_KEY.format(_echo(parsed.key_id)))
     login, key_name = parts[1], parts[3]
 
     store = request.config_dict[ACCOUNTS]
-    account = store.get_account(login)
-    if account is None:
-        raise InvalidCredentials(INVALID_CREDS)
-    record = store.find_key(login, key_name)
-    if record is None:
+    account, record = store.credentials(login, key_name)
+    if account is None or record is None:
         raise InvalidCredentials(INVALID_CREDS)
     public = _public_key(record.public_key)
     if public is None or not httpsig.verify_bytes(
-        public, parsed.algorithm, parsed.signing_string.encode(), parsed.signature
+        public,
+        parsed.algorithm,
+        parsed.signing_string.encode("utf-8", "surrogateescape"),
+        parsed.signature,
     ):
         raise InvalidCredentials(INVALID_CREDS)
 

@@ -101,9 +101,7 @@ class ImageCatalog(Protocol):
     async def delete_image(self, uuid: str) -> bool:
         """Remove the image and its files; ``False`` when it did not exist."""
 
-    async def import_image(
-        self, manifest: Mapping[str, Any], body: AsyncIterator[bytes]
-    ) -> Image:
+    async def import_image(self, manifest: Mapping[str, Any], body: AsyncIterator[bytes]) -> Image:
         """Validate ``manifest``, stream the file in, check its size and sha1, record its MD5.
 
         Atomic: on any failure nothing of this import remains.

@@ -18,7 +18,12 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.app import ConfigurationError, create_app
-from gateway.plugins import PluginError, build_plugin_manager, describe_plugins
+from gateway.plugins import (
+    PluginError,
+    build_plugin_manager,
+    describe_plugins,
+    disabled_plugin_names,
+)
 from gateway.settings import Settings, SettingsError, load_settings
 
 #: Modules that add subcommands with ``register(subparsers)``.
@@ -50,20 +55,27 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "config", None), overrides=overrides)
 
 
+def serve(app: web.Application, settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM; then stop accepting and let in-flight requests finish.
+
+    No handler timeout anywhere: an export may take an hour, and ``shutdown_timeout`` (default
+    one hour) is how long a stopping server waits for it.
+    """
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=settings.shutdown_timeout,
+        print=lambda msg: log.info("%s", msg),
+    )
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = create_app(settings)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        # In-flight exports finish before the process exits.
-        shutdown_timeout=settings.shutdown_timeout,
-        print=lambda msg: log.info("%s", msg),
-    )
+    serve(create_app(settings), settings)
     return 0
 
 
@@ -73,6 +85,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    disabled = sorted(disabled_plugin_names(settings))
     for row in rows:
         where = row["distribution"] or row["module"]
         print(f"{row['name']}  ({where})")
@@ -82,6 +95,8 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
                 print(f"    {kind}: {', '.join(provides[kind])}")
         if not provides:
             print(f"    hooks: {', '.join(row['hooks']) or '-'}")
+    if disabled:
+        print(f"disabled: {', '.join(disabled)}")
     return 0
 
 

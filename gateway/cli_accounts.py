@@ -29,7 +29,11 @@ def _common() -> argparse.ArgumentParser:
     """``--config`` and ``--data-dir`` on every leaf; SUPPRESS keeps a top-level value."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
-        "--config", metavar="FILE", default=argparse.SUPPRESS, help="gateway TOML config file"
+        "--config",
+        "-c",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="gateway TOML config file",
     )
     parent.add_argument(
         "--data-dir",

@@ -267,6 +267,9 @@ async def export(config: ClientConfig, image: str, manta_path: str) -> dict[str,
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``export``; also used by dev mode's own tests."""
     parser.add_argument("-j", "--json", action="store_true", help="JSON output, on one line")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print what would be exported, send nothing"
+    )
     parser.add_argument("-U", "--url", help="CloudAPI URL (env SDC_URL or TRITON_URL)")
     parser.add_argument("-a", "--account", help="account login (env SDC_ACCOUNT)")
     parser.add_argument(
@@ -285,6 +288,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"cloudapi-gateway export: error ({exc.code}): {exc.message}", file=sys.stderr)
         return 2
     print(f"Exporting image {args.image} to {args.manta_path}", flush=True)
+    if args.dry_run:
+        return 0
     try:
         info = asyncio.run(export(config, args.image, args.manta_path))
     except ClientError as exc:

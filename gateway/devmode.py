@@ -23,7 +23,7 @@ import shlex
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,17 +123,14 @@ def ensure_key(path: Path) -> DevKey:
     return DevKey(path=path, key=key)
 
 
-def _demo_chunks(seed: int = 20131231) -> list[bytes]:
+def _demo_chunks(seed: int = 20131231) -> Iterator[bytes]:
     """Deterministic raw content: random bytes interleaved with text (so gzip has work to do)."""
     rng = random.Random(seed)
     text = b"cloudapi-gateway demo image; not a real zfs stream. " * 64
-    out = []
-    size = 0
-    while size < DEMO_RAW_SIZE:
-        block = rng.randbytes(CHUNK // 2) + (text * (CHUNK // 2 // len(text) + 1))[: CHUNK // 2]
-        out.append(block)
-        size += len(block)
-    return out
+    half = CHUNK // 2
+    filler = (text * (half // len(text) + 1))[:half]
+    for _ in range(DEMO_RAW_SIZE // CHUNK):
+        yield rng.randbytes(half) + filler
 
 
 def ensure_demo_file(path: Path) -> tuple[str, int]:
@@ -203,7 +200,7 @@ def ensure_gateway_account(accounts_db: Path, login: str, key: DevKey) -> str:
         if account is None:
             account = store.add_account(login)
         if store.find_key(login, key.fingerprint) is None:
-            store.add_key(login, key.public_line, name=f"{login}-dev")
+            store.add_key(login, key.public_line)  # named by its fingerprint: never clashes
         return str(account.uuid)
     finally:
         store.close()
@@ -471,6 +468,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``cloudapi-gateway dev``."""
     from gateway.client import ClientError
 
+    label = "smoke: FAILED" if args.smoke else "dev: error"
     try:
         return asyncio.run(
             run_dev(
@@ -482,11 +480,14 @@ def run(args: argparse.Namespace) -> int:
             )
         )
     except (DevError, ClientError) as exc:
-        label = "smoke: FAILED" if args.smoke else "dev: error"
         print(f"cloudapi-gateway {label}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # Unexpected: one clear line first, then the traceback for whoever debugs it.
+        print(f"cloudapi-gateway {label}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

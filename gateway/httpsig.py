@@ -8,7 +8,9 @@ tests. The verification helpers at the end (header parsing, signature checks) se
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -224,22 +226,42 @@ class ParsedSignature:
     legacy: bool  # http-signature 0.9 format (signature after the params, values only)
 
 
+@functools.lru_cache(maxsize=256)
 def parse_http_date(value: str) -> datetime | None:
-    """Parse an RFC 1123 (or ISO 8601) date into an aware datetime; ``None`` if unparsable."""
+    """Parse an RFC 1123 (or ISO 8601) date into an aware datetime; ``None`` if unparsable.
+
+    Cached: every request of the same second carries the same Date."""
     try:
         parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         try:
             parsed = datetime.fromisoformat(value.strip())
-        except ValueError:
+        except (ValueError, OverflowError):
             return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed
 
 
+#: A well-formed 1.x parameter list, for the fast path (the state machine gives the errors).
+_MODERN_PARAMS = re.compile(r'(?:[A-Za-z]+="[^"]*",)*[A-Za-z]+="[^"]*"')
+_MODERN_PARAM = re.compile(r'([A-Za-z]+)="([^"]*)"')
+
+
 def _parse_modern(authz: str) -> tuple[str, dict[str, str]]:
     """node-http-signature 1.x: ``Scheme name="value",name="value"`` and nothing else."""
+    scheme, _, rest = authz.partition(" ")
+    if scheme == "Signature" and _MODERN_PARAMS.fullmatch(rest):
+        params = dict(_MODERN_PARAM.findall(rest))
+        for required in ("keyId", "algorithm", "signature"):
+            if not params.get(required):
+                raise SignatureHeaderError(f"{required} was not specified")
+        return scheme, params
+    return _parse_modern_by_state(authz)
+
+
+def _parse_modern_by_state(authz: str) -> tuple[str, dict[str, str]]:
+    """http-signature 1.x's state machine, character by character: its exact error messages."""
     scheme, sep, rest = authz.partition(" ")
     params: dict[str, str] = {}
     state, name, value = "name", "", ""

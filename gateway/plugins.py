@@ -7,12 +7,13 @@ still gets them. ``gateway`` never imports ``plugins`` at module level.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import pluggy
@@ -46,6 +47,32 @@ def disabled_plugin_names(settings: Settings, env: Mapping[str, str] | None = No
     return names
 
 
+@functools.lru_cache(maxsize=1)
+def installed_entry_points() -> tuple[EntryPoint, ...]:
+    """The ``cloudapi_gateway`` entry points, scanned once per process (the scan is slow).
+
+    Call ``installed_entry_points.cache_clear()`` after installing a plugin in-process.
+    """
+    return tuple(entry_points(group=PROJECT_NAME))
+
+
+def _load_entrypoints(pm: pluggy.PluginManager, disabled: set[str]) -> None:
+    """``load_setuptools_entrypoints`` with a cached scan; also blocks by module name."""
+    for ep in installed_entry_points():
+        if pm.is_blocked(ep.name) or ep.value.split(":")[0] in disabled:
+            continue
+        if pm.get_plugin(ep.name) is not None:
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            raise PluginError(
+                f"cannot load entry-point plugin {ep.name} ({ep.value}): {exc}"
+            ) from exc
+        if not pm.is_registered(plugin):
+            pm.register(plugin, name=ep.name)
+
+
 def build_plugin_manager(
     settings: Settings,
     *,
@@ -56,7 +83,7 @@ def build_plugin_manager(
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     disabled = disabled_plugin_names(settings, env)
-    module_to_name = dict((m, n) for n, m in DEFAULT_PLUGINS.items())
+    module_to_name = {module: name for name, module in DEFAULT_PLUGINS.items()}
     for name in disabled:
         pm.set_blocked(name)
         if name in module_to_name:
@@ -64,14 +91,7 @@ def build_plugin_manager(
         if name in DEFAULT_PLUGINS:
             pm.set_blocked(DEFAULT_PLUGINS[name])
     if settings.load_entrypoints:
-        # An entry point may also be disabled by the module it names.
-        for ep in entry_points(group=PROJECT_NAME):
-            if ep.value.split(":")[0] in disabled:
-                pm.set_blocked(ep.name)
-        try:
-            pm.load_setuptools_entrypoints(PROJECT_NAME)
-        except Exception as exc:
-            raise PluginError(f"cannot load a {PROJECT_NAME} entry-point plugin: {exc}") from exc
+        _load_entrypoints(pm, disabled)
     for name, module_name in DEFAULT_PLUGINS.items():
         if pm.is_blocked(name) or pm.get_plugin(name) is not None:
             continue
@@ -227,18 +247,18 @@ def _collect(
 def describe_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
     """Every registered plugin with its module/distribution and what it provides (for the CLI)."""
     provided = Hooks(pm).provided().by_plugin()
-    dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+    dists = {ep.name: ep.dist for ep in installed_entry_points()}
     rows = []
     for name, plugin in pm.list_name_plugin():
         if plugin is None:
             continue
-        dist = dists.get(id(plugin))
+        dist = dists.get(name)
         module = getattr(plugin, "__name__", type(plugin).__module__)
         rows.append(
             {
                 "name": name,
                 "module": module,
-                "distribution": f"{dist.project_name} {dist.version}" if dist else None,
+                "distribution": f"{dist.name} {dist.version}" if dist else None,
                 "hooks": sorted(h.name for h in pm.get_hookcallers(plugin) or []),
                 "provides": provided.get(name, {}),
             }

@@ -42,7 +42,8 @@ class Settings:
     load_entrypoints: bool = True
     #: Largest JSON request body accepted, in bytes.
     max_body_size: int = 1024 * 1024
-    #: Seconds a stopping server waits for in-flight requests (exports can take long).
+    #: Seconds a stopping server waits for in-flight requests (exports can take long);
+    #: 0 waits without limit (aiohttp's ``shutdown_timeout``).
     shutdown_timeout: float = 3600.0
 
     @property

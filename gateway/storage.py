@@ -112,7 +112,11 @@ class StorageTarget(Protocol):
         """
 
     async def get_object(self, path: str) -> AsyncIterator[bytes]:
-        """Stream the object's bytes (an async generator)."""
+        """Open the object and return an iterator over its bytes.
+
+        Called as ``async for chunk in await target.get_object(path)``; a missing path raises
+        ``ObjectNotFound`` at the ``await``, before any byte is yielded.
+        """
 
     async def delete_object(self, path: str) -> None:
         """Remove the object at ``path``; a missing object is not an error."""
@@ -121,7 +125,10 @@ class StorageTarget(Protocol):
         """Make the directory ``path`` (its parent must exist); an existing one is kept."""
 
     async def list_directory(self, path: str) -> AsyncIterator[ObjectInfo]:
-        """Stream the entries directly under the directory ``path``."""
+        """Return an iterator over the entries directly under the directory ``path``.
+
+        Called as ``async for info in await target.list_directory(path)``.
+        """
 
 
 @runtime_checkable

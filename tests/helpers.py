@@ -101,7 +101,7 @@ class EchoAction:
         "properties": {
             "action": {"const": "echo"},
             "word": {"type": "string", "maxLength": 10},
-            "when": {"type": "string", "format": "date-time"},
+            "when": {"type": "string", "format": "date"},  # checked with no extra package
             "mode": {"enum": ["a", "b"], "x-invalid-message": "mode must be a or b"},
             "secret": {"type": "string", "x-missing-message": "Echo secret is a required argument"},
         },

@@ -241,6 +241,9 @@ class S3FaultProxy:
         self.upstream = upstream.rstrip("/")
         self.faults = ProxyFaults()
         self.url = ""
+        #: Requests being forwarded right now, and the most seen at once, per method.
+        self.in_flight: dict[str, int] = {}
+        self.max_in_flight: dict[str, int] = {}
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -283,6 +286,16 @@ class S3FaultProxy:
             return web.Response(
                 status=rule.status or 503, text=body, content_type="application/xml"
             )
+        method = request.method
+        self.in_flight[method] = self.in_flight.get(method, 0) + 1
+        self.max_in_flight[method] = max(self.max_in_flight.get(method, 0), self.in_flight[method])
+        try:
+            return await self._forward(request)
+        finally:
+            self.in_flight[method] -= 1
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         data = request.content if request.body_exists else None
         async with self._session.request(

@@ -24,7 +24,7 @@ from fake_manta.handlers.common import (
 from fake_manta.handlers.target import Target
 from fake_manta.middlewares import is_operator, send_continue
 from fake_manta.models import Entry, ListQuery
-from fake_manta.models.entry import http_date, iso_ms
+from fake_manta.models.entry import EntryType, http_date, iso_ms
 from fake_manta.models.store import ROOT_MTIME, ROOT_NAMES
 
 
@@ -94,7 +94,9 @@ def parse_list_query(request: web.Request) -> ListQuery:
     marker = q.get("marker") or None
     dirs = _flag(request, "dir", "directory")
     objs = _flag(request, "obj", "object")
-    kind = "directory" if dirs and not objs else "object" if objs and not dirs else None
+    kind: EntryType | None = None
+    if dirs != objs:
+        kind = "directory" if dirs else "object"
     if sort == "mtime":
         marker_mtime = None
         if marker is not None:

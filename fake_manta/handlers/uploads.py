@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fake_manta.errors import MultipartUploadInvalidArgument
+from fake_manta.errors import MantaError, MultipartUploadInvalidArgument
 from fake_manta.handlers.common import (
     MAX_DURABILITY,
     body_chunks,
@@ -17,6 +17,7 @@ from fake_manta.handlers.common import (
     parse_content_md5,
     read_small_json,
     store_of,
+    stored_headers,
     upload_limit,
 )
 from fake_manta.handlers.target import Target
@@ -72,12 +73,10 @@ def validate_create(body: Any) -> tuple[str, dict[str, Any], int]:
             if not 1 <= n <= MAX_DURABILITY:
                 raise _invalid(f"{k} must be between 1 and {MAX_DURABILITY}")
             headers[k] = n
-        elif k in ("content-md5", "content-type", "content-disposition") or k.startswith("m-"):
-            if not isinstance(value, str):
-                raise _invalid(f"{k} must be a string")
+        elif isinstance(value, str):
             headers[k] = value
         else:
-            raise _invalid(f"header {k} is not supported")
+            raise _invalid(f"header {k} must be a string")
     if "content-md5" in headers:
         try:
             parse_content_md5({"content-md5": headers["content-md5"]})
@@ -93,8 +92,14 @@ async def create_upload(request: web.Request, target: Target) -> web.StreamRespo
     body = await read_small_json(request, CREATE_BODY_MAX, _invalid)
     object_path, headers, copies = validate_create(body)
     authorize(request, login_of(object_path), object_path, read=False)
+    public = object_path.split("/")[2] == "public"
+    try:
+        kept = stored_headers({k: v for k, v in headers.items() if isinstance(v, str)},
+                              public=public)
+    except MantaError as exc:
+        raise _invalid(exc.message) from exc
     entry = await store_of(request).create_upload(
-        target.login, target.login, object_path, headers, copies)
+        target.login, target.login, object_path, headers, copies, kept)
     assert entry.upload is not None
     payload = {"id": entry.upload["id"], "partsDirectory": entry.path}
     return json_response(201, json.dumps(payload, separators=(",", ":")).encode())
@@ -120,11 +125,12 @@ async def put_part(request: web.Request, target: Target) -> web.StreamResponse:
     assert target.upload_id is not None and target.part is not None
     store = store_of(request)
     upload = await store.get_upload(target.login, target.upload_id)
-    number = store.check_part_number(target.part)
+    number = store.check_part_number(upload, target.part)
     store.check_upload_open(upload)
     for name in ("durability-level", "x-durability-level"):
         if name in request.headers:
-            raise MultipartUploadInvalidArgument(f"{name} is not allowed on a part upload")
+            raise MultipartUploadInvalidArgument(
+                f"upload {target.upload_id}: {name} is not allowed on a part upload")
     expected_md5 = parse_content_md5(request.headers)
     limit = upload_limit(request)
     check_declared_length(request, limit)
@@ -144,7 +150,8 @@ async def commit_upload(request: web.Request, target: Target) -> web.StreamRespo
     body = await read_small_json(request, COMMIT_BODY_MAX, MultipartUploadInvalidArgument)
     parts = body.get("parts") if isinstance(body, dict) else None
     if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
-        raise MultipartUploadInvalidArgument("parts must be an array of etags")
+        raise MultipartUploadInvalidArgument(
+            f"upload {target.upload_id}: parts must be an array of etags")
     entry = await store.commit_upload(upload, parts)
     return web.Response(status=201, headers={"Location": entry.path,
                                              "Computed-MD5": entry.content_md5})

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+import queue
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -105,6 +107,95 @@ def b64md5(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
 
 
+class _Stage(threading.Thread):
+    """One worker thread applying ``fn`` to batches in order (hashing, or writing).
+
+    Dedicated threads, fed through a queue, keep working without a round trip through the
+    event loop per batch; the loop only waits when more than ``IN_FLIGHT`` bytes are queued.
+    """
+
+    def __init__(self, name: str, fn: Callable[[list[bytes]], None], pipe: _Pipeline) -> None:
+        super().__init__(name=name, daemon=True)
+        self.fn = fn
+        self.pipe = pipe
+        self.queue: queue.SimpleQueue[tuple[list[bytes], int] | None] = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self.pending = 0  # bytes queued, guarded by pipe.lock
+
+    def run(self) -> None:
+        try:
+            while (item := self.queue.get()) is not None:
+                batch, size = item
+                if self.error is None:
+                    try:
+                        self.fn(batch)
+                    except BaseException as exc:  # reported to the loop by finish()
+                        self.error = exc
+                self.pipe.done_with(self, size)
+        finally:
+            self.pipe.stage_finished()
+
+
+class _Pipeline:
+    """Hash and write batches in two threads at once; bounded memory; errors surface at the end."""
+
+    IN_FLIGHT = 8 * WRITE_BUFFER
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, hash_fn: Callable[[list[bytes]], None],
+                 write_fn: Callable[[list[bytes]], None]) -> None:
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.room = asyncio.Event()
+        self.finished = loop.create_future()
+        self.waiting = False
+        self.running = 2
+        self.stages = [_Stage("fake-manta-md5", hash_fn, self),
+                       _Stage("fake-manta-write", write_fn, self)]
+        for stage in self.stages:
+            stage.start()
+
+    def done_with(self, stage: _Stage, size: int) -> None:
+        with self.lock:
+            stage.pending -= size
+            wake = self.waiting and max(s.pending for s in self.stages) <= self.IN_FLIGHT
+            if wake:
+                self.waiting = False
+        if wake:
+            self.loop.call_soon_threadsafe(self.room.set)
+
+    def stage_finished(self) -> None:
+        with self.lock:
+            self.running -= 1
+            last = self.running == 0
+        if last:
+            self.loop.call_soon_threadsafe(self._set_finished)
+
+    def _set_finished(self) -> None:
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+    async def submit(self, batch: list[bytes], size: int) -> None:
+        with self.lock:
+            for stage in self.stages:
+                stage.pending += size
+                stage.queue.put((batch, size))
+            full = max(s.pending for s in self.stages) > self.IN_FLIGHT
+            if full:
+                self.waiting = True
+                self.room.clear()
+        if full:
+            await self.room.wait()
+
+    async def finish(self) -> None:
+        """Wait until both threads are done; re-raise the first error either hit."""
+        for stage in self.stages:
+            stage.queue.put(None)
+        await asyncio.shield(self.finished)
+        for stage in self.stages:
+            if stage.error is not None:
+                raise stage.error
+
+
 async def ingest(
     backend: Backend,
     chunks: AsyncIterable[bytes],
@@ -112,44 +203,57 @@ async def ingest(
     limit: int,
     expected_md5: str | None = None,
 ) -> Ingested:
-    """Stream ``chunks`` into a new blob, hashing on the way, in ~1 MiB steps run off the loop.
+    """Stream ``chunks`` into a new blob, hashing on the way, never blocking the loop.
 
-    One step is in flight while the next buffer fills, so reading the socket overlaps with
-    hashing and writing. Over ``limit`` bytes raises MaxContentLengthExceeded; a Content-MD5
-    mismatch raises ContentMD5Mismatch. On any failure the partial blob is discarded.
+    Bodies under ``WRITE_BUFFER`` are hashed and written in one executor call. Larger ones go
+    through a _Pipeline: one thread hashes while another writes, both consuming the socket's
+    own buffers in ~1 MiB batches (no copy on the loop), while the loop keeps reading. Over
+    ``limit`` bytes raises MaxContentLengthExceeded; a Content-MD5 mismatch raises
+    ContentMD5Mismatch. On any failure the partial blob is discarded.
     """
     loop = asyncio.get_running_loop()
     md5 = hashlib.md5()  # Manta's checksum
     writer = await backend.new_writer()
-    pending: asyncio.Future[None] | None = None
+    pipeline: _Pipeline | None = None
     buf: list[bytes] = []
     buffered = 0
     size = 0
 
-    def step(data: bytes) -> None:
-        md5.update(data)
-        writer.write(data)
+    def hash_batch(batch: list[bytes]) -> None:
+        for piece in batch:
+            md5.update(piece)
+
+    def write_batch(batch: list[bytes]) -> None:
+        for piece in batch:
+            writer.write(piece)
+
+    def both(batch: list[bytes]) -> None:
+        hash_batch(batch)
+        write_batch(batch)
 
     try:
-        async for chunk in chunks:
-            if not chunk:
-                continue
-            size += len(chunk)
-            if size > limit:
-                raise MaxContentLengthExceeded(f"request has exceeded {limit} bytes")
-            buf.append(chunk)
-            buffered += len(chunk)
-            if buffered >= WRITE_BUFFER:
-                data = b"".join(buf) if len(buf) > 1 else buf[0]
-                buf, buffered = [], 0
-                if pending is not None:
-                    await pending
-                pending = loop.run_in_executor(None, step, data)
-        if pending is not None:
-            await pending
-            pending = None
-        if buf:
-            await loop.run_in_executor(None, step, b"".join(buf))
+        try:
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                size += len(chunk)
+                if size > limit:
+                    raise MaxContentLengthExceeded(f"request has exceeded {limit} bytes")
+                buf.append(chunk)
+                buffered += len(chunk)
+                if buffered >= WRITE_BUFFER:
+                    if pipeline is None:
+                        pipeline = _Pipeline(loop, hash_batch, write_batch)
+                    batch, batch_size, buf, buffered = buf, buffered, [], 0
+                    await pipeline.submit(batch, batch_size)
+            if buf:
+                if pipeline is not None:
+                    await pipeline.submit(buf, buffered)
+                else:
+                    await loop.run_in_executor(None, both, buf)
+        finally:
+            if pipeline is not None:
+                await pipeline.finish()
         computed = b64md5(md5.digest())
         if size and expected_md5 is not None and expected_md5 != computed:
             raise ContentMD5Mismatch(f"Content-MD5 expected {computed}, but was {expected_md5}")
@@ -159,9 +263,6 @@ async def ingest(
         blob = await loop.run_in_executor(None, writer.commit)
         return Ingested(blob, size, computed)
     except BaseException:
-        if pending is not None:
-            # let the in-flight step finish before the file goes away
-            await asyncio.shield(asyncio.wait([pending]))
         await asyncio.shield(loop.run_in_executor(None, writer.discard))
         raise
 

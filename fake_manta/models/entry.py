@@ -42,9 +42,9 @@ def name_of(path: str) -> str:
 class Entry:
     """One namespace entry. ``path`` is the decoded absolute path (``/login/stor/a``).
 
-    Objects carry the byte-store handle in ``blob``; a SnapLink is an object whose ``etag`` (muskie's
-    objectId) equals its source's and whose blob shares the source's bytes. An MPU's upload directory
-    carries its state in ``upload``.
+    Objects carry the byte-store handle in ``blob``; a SnapLink is an object whose ``etag``
+    (muskie's objectId) equals its source's and whose blob shares the source's bytes. An MPU's
+    upload directory carries its state in ``upload``.
     """
 
     path: str
@@ -75,7 +75,7 @@ class Entry:
 
     @property
     def copies(self) -> int:
-        """What ``Durability-Level`` reports: 0 for empty objects (no sharks), else the copy count."""
+        """What ``Durability-Level`` reports: 0 for empty objects (no sharks), else copies."""
         return 0 if self.size == 0 else self.durability
 
     def to_record(self) -> dict[str, Any]:
@@ -86,7 +86,7 @@ class Entry:
         return cls(**record)
 
     def listing_row(self) -> dict[str, Any]:
-        """The NDJSON row of a directory listing, in muskie's field order (``common.js readdir``)."""
+        """One NDJSON listing row, in muskie's field order (``common.js readdir``)."""
         if self.is_dir:
             return {"name": self.name, "type": "directory", "mtime": iso_ms(self.mtime)}
         row: dict[str, Any] = {

@@ -1,23 +1,36 @@
-"""In-memory backend: dicts for metadata, lists of ~1 MiB chunks for bytes (never one big buffer)."""
+"""In-memory backend: dicts for metadata, lists of ~1 MiB chunks for bytes (no big buffers)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
-from fake_manta.models.backend import ListQuery
+from fake_manta.models.backend import WRITE_BUFFER, ListQuery
 from fake_manta.models.entry import Entry
 
 
 class _MemoryWriter:
+    """Coalesces the socket's small buffers into ~1 MiB chunks (in the worker thread)."""
+
     def __init__(self, blobs: dict[str, list[bytes]]) -> None:
         self._blobs = blobs
         self._chunks: list[bytes] = []
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._chunks.append(b"".join(self._pending))
+            self._pending, self._pending_size = [], 0
 
     def write(self, data: bytes) -> None:
-        self._chunks.append(bytes(data))
+        self._pending.append(bytes(data))
+        self._pending_size += len(data)
+        if self._pending_size >= WRITE_BUFFER:
+            self._flush()
 
     def commit(self) -> str:
+        self._flush()
         blob = uuid.uuid4().hex
         self._blobs[blob] = self._chunks
         return blob

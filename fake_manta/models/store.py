@@ -1,4 +1,4 @@
-"""Manta's namespace rules on top of a Backend: roots, parents, replacement, links, multipart uploads.
+"""Manta's namespace rules over a Backend: roots, parents, replacement, links, multipart uploads.
 
 No HTTP here: callers pass decoded paths and already-parsed values, and get Entries or MantaErrors.
 Every mutation runs under one asyncio lock, held only around metadata steps (never while bytes
@@ -128,7 +128,8 @@ class Store:
                 await self.check_parent(path)
                 old = await self.lookup(path)
                 if old is not None and old.is_dir:
-                    raise OperationNotAllowedOnDirectory(f"{path} is a directory: PUT is not allowed")
+                    raise OperationNotAllowedOnDirectory(
+                        f"{path} is a directory: PUT is not allowed")
                 if check is not None:
                     check(old)
                 entry = Entry(
@@ -232,7 +233,8 @@ class Store:
 
     # -- multipart uploads ------------------------------------------------------------------
     async def create_upload(
-        self, login: str, owner: str, object_path: str, headers: dict[str, Any], copies: int
+        self, login: str, owner: str, object_path: str, headers: dict[str, Any], copies: int,
+        object_headers: dict[str, str] | None = None,
     ) -> Entry:
         """Create the upload's prefix and parts directories; the upload dir carries the record."""
         upload_id = new_upload_id()
@@ -245,6 +247,8 @@ class Store:
             "numCopies": copies,
             "creationTimeMs": now_ms(),
             "objectId": str(uuid.uuid4()),
+            #: what the final object will carry (m-*, cache-control, ...)
+            "objectHeaders": dict(object_headers or {}),
         }
         async with self._lock:
             prefix = parent_of(path)
@@ -281,9 +285,11 @@ class Store:
             body["type"] = u["type"]
         return body
 
-    def check_part_number(self, part: str) -> int:
+    def check_part_number(self, upload: Entry, part: str) -> int:
         if not re.fullmatch(r"\d+", part) or not 0 <= int(part) <= MAX_PART_NUM:
-            raise MultipartUploadInvalidArgument(f"{part} is not a valid part number")
+            upload_id = (upload.upload or {}).get("id")
+            raise MultipartUploadInvalidArgument(
+                f"upload {upload_id}: {part} is not a valid part number")
         return int(part)
 
     def check_upload_open(self, entry: Entry) -> None:
@@ -341,23 +347,27 @@ class Store:
 
     async def _finish_commit(self, upload: Entry, part_etags: Sequence[str], summary: str) -> Entry:
         u = upload.upload or {}
+
+        def invalid(msg: str) -> MultipartUploadInvalidArgument:
+            return MultipartUploadInvalidArgument(f"upload {u['id']}: {msg}")
+
         if len(part_etags) > MAX_PART_NUM + 1:
-            raise MultipartUploadInvalidArgument(f"too many parts ({len(part_etags)})")
+            raise invalid(f"too many parts ({len(part_etags)})")
         parts: list[Entry] = []
         for i, etag in enumerate(part_etags):
             part = await self.backend.get(f"{upload.path}/{i}")
             if part is None:
-                raise MultipartUploadInvalidArgument(f"[part {i}] part does not exist")
+                raise invalid(f"[part {i}] part does not exist")
             if part.etag != etag:
-                raise MultipartUploadInvalidArgument(f'[part {i}] invalid etag "{etag}"')
+                raise invalid(f'[part {i}] invalid etag "{etag}"')
             if i < len(part_etags) - 1 and part.size < self.min_part_size:
-                raise MultipartUploadInvalidArgument(
+                raise invalid(
                     f"[part {i}] part is too small (size {part.size})")
             parts.append(part)
         total = sum(p.size for p in parts)
         headers: dict[str, Any] = u["headers"]
         if "content-length" in headers and int(headers["content-length"]) != total:
-            raise MultipartUploadInvalidArgument(
+            raise invalid(
                 f"expected content-length {headers['content-length']}, but object was {total}")
         target_path: str = u["targetObject"]
         await self._check_commit_target(target_path)
@@ -365,11 +375,10 @@ class Store:
         if "content-md5" in headers and headers["content-md5"] != data.md5:
             if data.blob is not None:
                 await self.backend.drop_blobs([data.blob])
-            raise MultipartUploadInvalidArgument(
+            raise invalid(
                 f'expected content-md5 "{headers["content-md5"]}", '
                 f'but object has md5 "{data.md5}"')
-        stored = {k: str(v) for k, v in headers.items()
-                  if k.startswith("m-") or k in ("content-disposition",)}
+        stored = dict(u.get("objectHeaders", {}))
         meta = ObjectMeta(content_type=str(headers.get("content-type", "application/octet-stream")),
                           durability=int(u["numCopies"]), headers=stored)
 

@@ -11,6 +11,7 @@ is bounded only by ``connect_timeout`` and by ``read_timeout`` between two reads
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import posixpath
@@ -285,6 +286,13 @@ class _BodyGuard:
         if pending is not None:
             yield pending
 
+    async def aclose(self) -> None:
+        """Close the caller's iterator (an open source file) even when it was never read."""
+        close = getattr(self.chunks, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(RuntimeError):  # still running in an abandoned writer
+                await close()
+
 
 class MantaTarget:
     """A StorageTarget over Manta's HTTP API."""
@@ -349,48 +357,63 @@ class MantaTarget:
         url, signed_path = self._url(path, query)
         attempt = 0
         while True:
-            guard: _BodyGuard | None = None
-            data: Any = None
-            if body is not None:
-                guard = _BodyGuard(body(), size)
-                data = guard.stream()
-            elif method in ("PUT", "POST"):
-                data = b""
-            sent = self.signer.sign(
-                method,
-                signed_path,
-                {**(headers or {}), "x-request-id": str(uuid.uuid4())},
-            )
-            error: StorageError
+            guard = _BodyGuard(body(), size) if body is not None else None
             try:
-                response = await self.session.request(
-                    method, url, headers=sent, data=data, expect100=body is not None
-                )
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                if guard is not None and guard.error is not None:
-                    raise guard.error from None
-                error = StorageUnavailable(f"Manta is unreachable: {exc!r}", path=path)
-            else:
-                if response.status in ok:
-                    if guard is not None and guard.error is not None:
-                        # Cannot happen (the last chunk is held back), but never keep a write
-                        # whose body failed.
-                        response.release()
-                        await self._delete_quietly(path)
-                        raise guard.error
-                    return response
-                try:
-                    error = await self._error_from(response, method, path)
-                finally:
-                    response.release()
-                if guard is not None and guard.error is not None:
-                    raise guard.error
-            if not isinstance(error, StorageUnavailable) or attempt >= self.config.retries:
-                raise error
+                outcome = await self._attempt(method, url, signed_path, path, ok, headers, guard)
+            finally:
+                if guard is not None:
+                    await guard.aclose()
+            if isinstance(outcome, aiohttp.ClientResponse):
+                return outcome
+            if not isinstance(outcome, StorageUnavailable) or attempt >= self.config.retries:
+                raise outcome
             delay = backoff_delay(attempt, self.config.retry_delay, self.config.retry_max_delay)
-            log.info("Manta %s %s: %s; retry %d in %.2fs", method, path, error, attempt + 1, delay)
+            log.info(
+                "Manta %s %s: %s; retry %d in %.2fs", method, path, outcome, attempt + 1, delay
+            )
             attempt += 1
             await asyncio.sleep(delay)
+
+    async def _attempt(
+        self,
+        method: str,
+        url: URL,
+        signed_path: str,
+        path: str,
+        ok: tuple[int, ...],
+        headers: Mapping[str, str] | None,
+        guard: _BodyGuard | None,
+    ) -> aiohttp.ClientResponse | StorageError:
+        """One signed request: the response if its status is in ``ok``, else the error to raise
+        or retry. The body iterator's own exception is raised as it is."""
+        data: Any = guard.stream() if guard is not None else None
+        if guard is None and method in ("PUT", "POST"):
+            data = b""
+        sent = self.signer.sign(
+            method, signed_path, {**(headers or {}), "x-request-id": str(uuid.uuid4())}
+        )
+        try:
+            response = await self.session.request(
+                method, url, headers=sent, data=data, expect100=guard is not None
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if guard is not None and guard.error is not None:
+                raise guard.error from None
+            return StorageUnavailable(f"Manta is unreachable: {exc!r}", path=path)
+        if response.status in ok:
+            if guard is not None and guard.error is not None:
+                # Cannot happen (the last chunk is held back), but never keep such a write.
+                response.release()
+                await self._delete_quietly(path)
+                raise guard.error
+            return response
+        try:
+            error = await self._error_from(response, method, path)
+        finally:
+            response.release()
+        if guard is not None and guard.error is not None:
+            raise guard.error
+        return error
 
     async def _error_from(
         self, response: aiohttp.ClientResponse, method: str, path: str

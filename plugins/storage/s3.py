@@ -64,6 +64,7 @@ MiB = 1024 * 1024
 #: S3's limits on multipart uploads.
 MIN_PART_SIZE = 5 * MiB
 MAX_PARTS = 10_000
+MAX_SINGLE_PUT = 5 * 1024 * MiB
 #: Hash big buffers in a thread: hashlib releases the GIL, and the loop stays responsive.
 THREAD_HASH_THRESHOLD = 256 * 1024
 #: The top-level trees of a Manta account: always directories, as they are in Manta.
@@ -117,6 +118,7 @@ KNOWN_KEYS = frozenset(
         "retry_max_delay",
         "connect_timeout",
         "read_timeout",
+        "sign_payload",
     }
 )
 
@@ -142,6 +144,9 @@ class S3Config:
     retry_max_delay: float = 5.0
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
+    #: SigV4-sign the body's SHA-256 (botocore hashes it on the event loop). Off: the body is
+    #: sent as UNSIGNED-PAYLOAD and protected by its Content-MD5, which S3 verifies.
+    sign_payload: bool = False
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> S3Config:
@@ -170,7 +175,7 @@ class S3Config:
             session_token=read.optional_string("session_token"),
             profile=read.optional_string("profile"),
             addressing_style=style,  # type: ignore[arg-type]
-            multipart_threshold=read.integer("multipart_threshold", cls.multipart_threshold, 1),
+            multipart_threshold=_threshold(read),
             part_size=read.integer("part_size", cls.part_size, MIN_PART_SIZE),
             max_concurrency=read.integer("max_concurrency", cls.max_concurrency, 1),
             retries=read.integer("retries", cls.retries, 0),
@@ -178,7 +183,16 @@ class S3Config:
             retry_max_delay=read.number("retry_max_delay", cls.retry_max_delay),
             connect_timeout=read.number("connect_timeout", cls.connect_timeout),
             read_timeout=read.number("read_timeout", cls.read_timeout),
+            sign_payload=read.boolean("sign_payload", cls.sign_payload),
         )
+
+
+def _threshold(read: SectionReader) -> int:
+    """Objects below it are buffered whole for one PUT: S3 takes at most 5 GiB that way."""
+    value = read.integer("multipart_threshold", S3Config.multipart_threshold, 1)
+    if value > MAX_SINGLE_PUT:
+        raise ValueError("[storage] kind=s3: multipart_threshold must be at most 5 GiB")
+    return value
 
 
 _SESSIONS: dict[str | None, AioSession] = {}
@@ -300,7 +314,10 @@ class S3Target:
             read_timeout=cfg.read_timeout,
             max_pool_connections=max(10, cfg.max_concurrency * 2),
             retries={"total_max_attempts": 1, "mode": "standard"},  # we retry ourselves
-            s3={"addressing_style": cfg.addressing_style},
+            s3={
+                "addressing_style": cfg.addressing_style,
+                "payload_signing_enabled": cfg.sign_payload,
+            },
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
@@ -372,7 +389,7 @@ class S3Target:
                 Bucket=self.config.bucket, Prefix=key + "/", MaxKeys=1
             ),
         )
-        if listing.get("KeyCount", 0) or listing.get("Contents"):
+        if listing.get("Contents") or listing.get("CommonPrefixes"):
             return ObjectInfo(path=path, type="directory")
         return None
 
@@ -412,7 +429,8 @@ class S3Target:
         """Fetch the first page (a missing directory raises here); the rest stream on demand."""
         key = path_to_key(path)
         first = await self._list_page(path, key, None)
-        if not first.get("KeyCount") and not _is_root(key):
+        empty = not first.get("Contents") and not first.get("CommonPrefixes")
+        if empty and not _is_root(key):
             raise ObjectNotFound(f"{path} was not found", path=path)
         return self._iter_listing(path, key, first)
 
@@ -516,8 +534,9 @@ class S3Target:
         content_type: str,
     ) -> ObjectInfo:
         buffer = bytearray()
-        async for chunk in _guarded(body(), size):
-            buffer.extend(chunk)
+        async with _opened(body) as chunks:
+            async for chunk in _guarded(chunks, size):
+                buffer.extend(chunk)
         data = bytes(buffer)
         del buffer
         md5 = await _hash(data)
@@ -650,19 +669,20 @@ class S3Target:
         number = 0
         buffer = bytearray()
         await slots.acquire()
-        async for chunk in _guarded(body(), size):
-            view = memoryview(chunk)
-            while view:
-                take = part_size - len(buffer)
-                buffer.extend(view[:take])
-                view = view[take:]
-                if len(buffer) == part_size:
-                    number += 1
-                    data = bytes(buffer)
-                    buffer.clear()
-                    md5 = await _hash(data, whole)
-                    group.create_task(send(number, data, md5))
-                    await slots.acquire()
+        async with _opened(body) as chunks:
+            async for chunk in _guarded(chunks, size):
+                view = memoryview(chunk)
+                while view:
+                    take = part_size - len(buffer)
+                    buffer.extend(view[:take])
+                    view = view[take:]
+                    if len(buffer) == part_size:
+                        number += 1
+                        data = bytes(buffer)
+                        buffer.clear()
+                        md5 = await _hash(data, whole)
+                        group.create_task(send(number, data, md5))
+                        await slots.acquire()
         if buffer or number == 0:
             number += 1
             data = bytes(buffer)
@@ -716,6 +736,19 @@ async def _hash(data: bytes, whole: Any = None) -> str:
     if len(data) >= THREAD_HASH_THRESHOLD:
         return await asyncio.to_thread(work)
     return work()
+
+
+@contextlib.asynccontextmanager
+async def _opened(body: BodyFactory) -> AsyncIterator[AsyncIterator[bytes]]:
+    """A fresh body iterator, closed afterwards (it may hold an open source file)."""
+    chunks = body()
+    try:
+        yield chunks
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(RuntimeError):
+                await close()
 
 
 async def _guarded(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:

@@ -339,16 +339,20 @@ async def test_a_body_error_keeps_the_previous_version(harness: TargetHarness) -
 async def test_put_is_retried_after_a_503(harness: TargetHarness) -> None:
     data = os.urandom(100 * 1024)
     path = harness.path("retried.zfs")
-    harness.faults.add(method="PUT", path=r"retried\.zfs$", status=503, code="ServiceUnavailable")
+    rule = harness.faults.add(
+        method="PUT", path=r"retried\.zfs$", status=503, code="ServiceUnavailable"
+    )
     await put(harness.target, path, data)
+    assert rule.hits == 1
     assert await read_all(harness.target, path) == data
 
 
 async def test_put_is_retried_after_a_cut_connection(harness: TargetHarness) -> None:
     data = os.urandom(256 * 1024)
     path = harness.path("cut.zfs")
-    harness.faults.add(method="PUT", path=r"cut\.zfs$", cut_after=64 * 1024)
+    rule = harness.faults.add(method="PUT", path=r"cut\.zfs$", cut_after=64 * 1024)
     await put(harness.target, path, data)
+    assert rule.hits == 1
     assert await read_all(harness.target, path) == data
 
 
@@ -365,11 +369,16 @@ async def test_a_lasting_503_is_storage_unavailable(harness: TargetHarness) -> N
 async def test_reads_are_retried_after_a_503(harness: TargetHarness) -> None:
     path = harness.path("read-me")
     await put(harness.target, path, b"content")
-    harness.faults.add(method="GET", path=r"read-me$", status=503, code="ServiceUnavailable")
-    harness.faults.add(method="HEAD", path=r"read-me$", status=503, code="ServiceUnavailable")
+    on_get = harness.faults.add(
+        method="GET", path=r"read-me$", status=503, code="ServiceUnavailable"
+    )
+    on_head = harness.faults.add(
+        method="HEAD", path=r"read-me$", status=503, code="ServiceUnavailable"
+    )
     assert await read_all(harness.target, path) == b"content"
     info = await harness.target.stat(path)
     assert info is not None and info.size == len(b"content")
+    assert (on_get.hits, on_head.hits) == (1, 1)
 
 
 async def test_a_lasting_503_on_reads_is_storage_unavailable(harness: TargetHarness) -> None:

@@ -6,14 +6,12 @@ import asyncio
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import stat
 import subprocess
-import sys
 from pathlib import Path
-
-import pytest
 
 FINGERPRINT = r"(?:[0-9a-f]{2}:){15}[0-9a-f]{2}"
 
@@ -26,8 +24,14 @@ def dev_command() -> list[str]:
 
 
 def exports(text: str) -> dict[str, str]:
-    """``export NAME=value`` lines as a mapping."""
-    return dict(re.findall(r"^export ([A-Z_]+)=(\S+)$", text, re.M))
+    """``export NAME=value`` lines as a mapping, values unquoted as the shell would."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("export "):
+            (assignment,) = shlex.split(line[len("export ") :])
+            name, _, value = assignment.partition("=")
+            out[name] = value
+    return out
 
 
 def run_smoke(data_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -126,8 +130,22 @@ def test_smoke_fails_clearly_when_the_port_is_taken(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+async def shell(script: str, env: dict[str, str]) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        script,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
 async def test_dev_serves_until_sigint_then_stops_cleanly(tmp_path: Path) -> None:
-    """Without --smoke it serves; the printed env works for the bundled client; Ctrl-C stops it."""
+    """Without --smoke it serves; the printed commands work as printed; Ctrl-C stops it."""
     proc = await asyncio.create_subprocess_exec(
         *dev_command(),
         "--data-dir",
@@ -148,24 +166,28 @@ async def test_dev_serves_until_sigint_then_stops_cleanly(tmp_path: Path) -> Non
             seen += line.decode()
         env = exports(seen)
         child_env = {**os.environ, **env, "HOME": str(tmp_path)}
-        client = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway.client",
-            "demo",
-            "/dev/stor/from-dev",
-            env=child_env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(client.communicate(), 120)
-        assert client.returncode == 0, err.decode()
-        assert out.decode().splitlines() == [
-            "Exporting image demo to /dev/stor/from-dev",
+        # The printed command, run as printed.
+        (command,) = [ln for ln in seen.splitlines() if ln.startswith("cloudapi-gateway export ")]
+        code, out, err = await shell(command, child_env)
+        assert code == 0, err
+        assert out.splitlines() == [
+            "Exporting image demo@1.0.0 to /dev/stor/demo",
             f"    Manta URL: {env['MANTA_URL']}",
-            "Manifest path: /dev/stor/from-dev.imgmanifest",
-            "   Image path: /dev/stor/from-dev.zfs.gz",
+            "Manifest path: /dev/stor/demo.imgmanifest",
+            "   Image path: /dev/stor/demo.zfs.gz",
         ]
+        # The printed curl + openssl recipe, run as printed (comment marks removed).
+        if shutil.which("openssl") and shutil.which("curl"):
+            recipe = seen.split("signing the Date header with openssl:\n", 1)[1]
+            recipe = recipe.split("# Then read it back", 1)[0]
+            script = "\n".join(line[len("#   ") :] for line in recipe.splitlines())
+            code, out, err = await shell(script, child_env)
+            assert code == 0, err
+            assert json.loads(out) == {
+                "manta_url": env["MANTA_URL"],
+                "image_path": "/dev/stor/demo.zfs.gz",
+                "manifest_path": "/dev/stor/demo.imgmanifest",
+            }
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGINT)
@@ -175,9 +197,17 @@ async def test_dev_serves_until_sigint_then_stops_cleanly(tmp_path: Path) -> Non
     assert "Traceback" not in err.decode()
 
 
-@pytest.mark.parametrize("flag", ["--help"])
-def test_dev_help_lists_its_flags(flag: str) -> None:
-    proc = subprocess.run([*dev_command(), flag], capture_output=True, text=True, check=False)
-    assert proc.returncode == 0
-    for option in ("--data-dir", "--port", "--manta-port", "--smoke"):
-        assert option in proc.stdout
+async def test_a_lost_key_is_replaced_and_the_new_one_works(tmp_path: Path) -> None:
+    """Deleting the keys (not the rest) of a data dir gives a fresh key known to both servers."""
+    from gateway.devmode import running, smoke
+
+    data = tmp_path / "data"
+    async with running(data, port=0, manta_port=0) as (env, _app):
+        first = env.dev_key.fingerprint
+        image_uuid = env.image.uuid
+    shutil.rmtree(data / "keys")
+    async with running(data, port=0, manta_port=0) as (env, _app):
+        assert env.dev_key.fingerprint != first
+        assert env.image.uuid == image_uuid
+        answer = await smoke(env)
+    assert answer["image_path"] == "/dev/stor/demo.zfs.gz"

@@ -1,8 +1,9 @@
 """``cloudapi-gateway export``: resolves IMAGE as triton does and prints what triton prints.
 
 The dev setup runs in this process (``gateway.devmode.running``: the same fake Manta, gateway,
-account and demo image as ``cloudapi-gateway dev``); the client runs as a subprocess, as a
-user runs it, so the event loop keeps serving while it works.
+account and demo image as ``cloudapi-gateway dev``), once for the module; the command's
+``main`` runs in a worker thread (its own ``asyncio.run``) so that the loop keeps serving. The
+same command as a subprocess is covered by ``test_devmode.py``.
 """
 
 from __future__ import annotations
@@ -13,29 +14,36 @@ import hashlib
 import json
 import os
 import shutil
-import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from aiohttp import web
 
 from gateway.appkeys import CATALOG
 from gateway.client import ClientConfig, ClientError, CloudApiClient, key_matches
+from gateway.client import main as client_main
 from gateway.devmode import DevEnvironment, running
 
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-@pytest.fixture
-async def dev(tmp_path: Path) -> AsyncIterator[tuple[DevEnvironment, web.Application]]:
-    async with running(tmp_path / "data", port=0, manta_port=0) as pair:
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def dev(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[DevEnvironment, web.Application]]:
+    data = tmp_path_factory.mktemp("dev") / "data"
+    async with running(data, port=0, manta_port=0) as pair:
         yield pair
 
 
+RunClient = Callable[[list[str], Mapping[str, str]], Awaitable[tuple[int, str, str]]]
+
+
 def client_env(env: DevEnvironment, home: Path, **extra: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("SDC_", "TRITON_"))}
     return {
-        **base,
         "HOME": str(home),
         "SDC_URL": env.gateway_url,
         "SDC_ACCOUNT": "dev",
@@ -45,19 +53,24 @@ def client_env(env: DevEnvironment, home: Path, **extra: str) -> dict[str, str]:
     }
 
 
-async def run_client(args: list[str], env: Mapping[str, str]) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway.client",
-        *args,
-        env=dict(env),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+@pytest.fixture
+def run_client(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[[list[str], Mapping[str, str]], Awaitable[tuple[int, str, str]]]:
+    """``cloudapi-gateway export ARGS`` with exactly ``env`` as its environment."""
+
+    async def run(args: list[str], env: Mapping[str, str]) -> tuple[int, str, str]:
+        for name in list(os.environ):
+            if name.startswith(("SDC_", "TRITON_")):
+                monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        code = await asyncio.to_thread(client_main, args)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
 
 
 async def add_image(
@@ -86,7 +99,7 @@ async def add_image(
 
 
 async def test_prints_triton_block_and_json(
-    dev: tuple[DevEnvironment, web.Application], tmp_path: Path
+    dev: tuple[DevEnvironment, web.Application], tmp_path: Path, run_client: RunClient
 ) -> None:
     env, _app = dev
     environ = client_env(env, tmp_path)
@@ -139,7 +152,7 @@ async def test_resolves_name_to_latest_published_short_id_and_name_at_version(
 
 
 async def test_errors_go_to_stderr_with_the_cloudapi_code(
-    dev: tuple[DevEnvironment, web.Application], tmp_path: Path
+    dev: tuple[DevEnvironment, web.Application], tmp_path: Path, run_client: RunClient
 ) -> None:
     env, _app = dev
     environ = client_env(env, tmp_path)
@@ -150,13 +163,15 @@ async def test_errors_go_to_stderr_with_the_cloudapi_code(
     assert code == 1
     assert out.startswith("Exporting image demo to /someoneelse/stor/x")
     assert "error (NotMantaPathOwner)" in err
+    code, out, err = await run_client(["--dry-run", "nosuch", "/dev/stor/x"], environ)
+    assert (code, out, err) == (0, "Exporting image nosuch to /dev/stor/x\n", "")
     code, out, err = await run_client(["demo", "/dev/stor/x"], {**environ, "SDC_URL": ""})
     assert code == 2
     assert "SDC_URL" in err and out == ""
 
 
 async def test_finds_the_key_in_home_ssh_by_fingerprint(
-    dev: tuple[DevEnvironment, web.Application], tmp_path: Path
+    dev: tuple[DevEnvironment, web.Application], tmp_path: Path, run_client: RunClient
 ) -> None:
     """No SDC_KEY_PATH: like node clients, look in ~/.ssh for the key SDC_KEY_ID names."""
     env, _app = dev
@@ -166,7 +181,7 @@ async def test_finds_the_key_in_home_ssh_by_fingerprint(
     shutil.copy(env.operator_key.path, ssh / "id_operator")
     shutil.copy(env.dev_key.path, ssh / "id_rsa")
     environ = client_env(env, tmp_path / "home")
-    del environ["SDC_KEY_PATH"]
+    environ["SDC_KEY_PATH"] = ""
     code, out, err = await run_client(["demo", "/dev/stor/viahome"], environ)
     assert code == 0, err
     assert out.splitlines()[-1] == "   Image path: /dev/stor/viahome.zfs.gz"
@@ -176,7 +191,7 @@ async def test_finds_the_key_in_home_ssh_by_fingerprint(
     assert "KeyNotFound" in err and env.dev_key.fingerprint in err
 
 
-def test_key_matches_md5_and_sha256_fingerprints(tmp_path: Path) -> None:
+async def test_key_matches_md5_and_sha256_fingerprints(tmp_path: Path) -> None:
     import base64
 
     from gateway.devmode import ensure_key

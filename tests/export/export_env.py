@@ -55,7 +55,8 @@ class ExportEnv:
 
     @property
     def app(self) -> web.Application:
-        return self.client.server.app  # type: ignore[return-value]
+        app: web.Application = self.client.app
+        return app
 
     def path(self, *parts: str) -> str:
         """``/bob/stor/<parts>``."""
@@ -113,7 +114,7 @@ class ExportEnv:
     async def read(self, path: str) -> bytes:
         """The bytes stored at ``path`` (through the harness's own target)."""
         chunks = []
-        async for chunk in await _aiter(self.harness.target.get_object(path)):
+        async for chunk in await self.harness.target.get_object(path):
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -142,21 +143,19 @@ class ExportEnv:
         return path
 
 
-async def _aiter(value: Any) -> Any:
-    """``get_object`` may be an async generator or a coroutine returning one."""
-    if hasattr(value, "__aiter__"):
-        return value
-    return await value
-
-
 async def make_env(
-    aiohttp_client: Any, harness: TargetHarness, data_dir: Path, **settings: Any
+    aiohttp_client: Any,
+    harness: TargetHarness,
+    data_dir: Path,
+    *,
+    server_kwargs: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> ExportEnv:
     """Start a gateway on ``harness`` and add the callers bob (the harness's login) and alice."""
     base = Settings(data_dir=data_dir, storage=harness.storage, load_entrypoints=True)
     values = {**base.__dict__, **settings}
     app = create_app(Settings(**values))
-    client = await aiohttp_client(app)
+    client = await aiohttp_client(app, server_kwargs=server_kwargs or {})
     bob, bob_signer = add_caller(app, harness.login)
     alice, alice_signer = add_caller(app, "alice")
     return ExportEnv(client, harness, bob, alice, {"bob": bob_signer, "alice": alice_signer})

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 from pathlib import Path
 from typing import Any
 
+import pytest
 from export_env import ExportEnv, make_env
 from storage_targets import RETRIES
 
@@ -53,7 +55,7 @@ async def test_file_put_503_once_is_retried(env: ExportEnv) -> None:
 
 async def test_connection_cut_mid_file(env: ExportEnv) -> None:
     image = await env.image(blob(256 * 1024, seed=13))
-    env.harness.faults.add(method="PUT", path=r"\.zfs$", cut_after=100_000, times=BEYOND_RETRIES)
+    env.harness.faults.add(method="PUT", path=r"\.zfs$", cut_after=100_000, times=20)
     answer = await env.export(image.uuid, env.path("img"))
     assert answer.status == 503, answer.body
     assert answer.body["code"] == "StorageIsDown"
@@ -72,14 +74,14 @@ async def test_connection_cut_once_is_retried(env: ExportEnv) -> None:
 async def test_manifest_put_failure_removes_the_file(env: ExportEnv) -> None:
     image = await env.image(blob(8000, seed=15))
     env.harness.faults.add(
-        method="PUT", path=r"\.imgmanifest$", status=500, code="InternalError", times=10
+        method="PUT", path=r"\.imgmanifest$", status=400, code="InvalidArgument", times=20
     )
     answer = await env.export(image.uuid, env.path("img"))
     assert answer.status == 502, answer.body
     assert answer.body == {
         "code": "StorageError",
         "message": f"error exporting image manifest to {env.path('img.imgmanifest')}: "
-        "storage answered InternalError",
+        "storage answered InvalidArgument",
     }
     await assert_nothing_at(env, env.path("img.zfs"), env.path("img.imgmanifest"))
 
@@ -96,8 +98,10 @@ async def test_manifest_put_503_beyond_retries(env: ExportEnv) -> None:
 
 async def test_failed_cleanup_is_reported(env: ExportEnv) -> None:
     image = await env.image(blob(8000, seed=17))
-    env.harness.faults.add(method="PUT", path=r"\.imgmanifest$", status=500, times=10)
-    env.harness.faults.add(method="DELETE", path=r"\.zfs$", status=500, times=10)
+    env.harness.faults.add(
+        method="PUT", path=r"\.imgmanifest$", status=400, code="InvalidArgument", times=20
+    )
+    env.harness.faults.add(method="DELETE", path=r"\.zfs$", status=503, times=20)
     answer = await env.export(image.uuid, env.path("img"))
     assert answer.status == 502
     assert answer.body["message"].endswith(f"; could not remove {env.path('img.zfs')}")
@@ -115,7 +119,8 @@ async def test_failed_overwrite_leaves_no_stale_manifest(env: ExportEnv) -> None
     await assert_nothing_at(env, env.path("img.imgmanifest"))
 
 
-async def test_stat_failure_is_storage_is_down(env: ExportEnv) -> None:
+async def test_stat_failure_is_storage_is_down(manta_env: ExportEnv) -> None:
+    env = manta_env
     image = await env.image(blob(100))
     env.harness.faults.add(method="HEAD", path=".*", status=503, times=100)
     answer = await env.export(image.uuid, env.path("img"))
@@ -124,15 +129,39 @@ async def test_stat_failure_is_storage_is_down(env: ExportEnv) -> None:
     assert env.path("img") in answer.body["message"]
 
 
+@pytest.mark.parametrize(
+    ("code", "status", "error", "detail"),
+    [
+        ("DirectoryDoesNotExist", 422, "InvalidParameter", "does not exist"),
+        ("ParentNotDirectory", 422, "InvalidParameter", "not a directory"),
+        ("AuthorizationFailed", 502, "StorageError", "storage refused access"),
+    ],
+)
+async def test_refusals_of_the_file_put(
+    manta_env: ExportEnv, code: str, status: int, error: str, detail: str
+) -> None:
+    """Manta's own refusals (e.g. the directory removed after our check) map to clean errors."""
+    env = manta_env
+    image = await env.image(blob(1000))
+    env.harness.faults.add(method="PUT", path=r"\.zfs$", code=code, times=20)
+    answer = await env.export(image.uuid, env.path("img"))
+    assert answer.status == status, answer.body
+    assert answer.body["code"] == error
+    assert detail in answer.body["message"]
+    if error == "InvalidParameter":
+        assert answer.body["errors"] == [{"field": "manta_path", "code": "DirectoryDoesNotExist"}]
+    await assert_nothing_at(env, env.path("img.zfs"), env.path("img.imgmanifest"))
+
+
 # --- the catalog's copy ----------------------------------------------------------------------
 
 
 async def test_corrupt_catalog_file(env: ExportEnv) -> None:
-    data = blob(3 * 1024 * 1024, seed=20)
+    data = blob(6 * 1024 * 1024, seed=20)  # multipart on S3: the first part is sent before
     image = await env.image(data)
     stored = env.catalog_file(image)
     raw = bytearray(stored.read_bytes())
-    raw[len(raw) // 2] ^= 0x01
+    raw[-100] ^= 0x01
     stored.write_bytes(bytes(raw))
     answer = await env.export(image.uuid, env.path("img"))
     assert answer.status == 500
@@ -141,7 +170,8 @@ async def test_corrupt_catalog_file(env: ExportEnv) -> None:
     await assert_nothing_at(env, env.path("img.zfs"), env.path("img.imgmanifest"))
 
 
-async def test_truncated_catalog_file(env: ExportEnv) -> None:
+async def test_truncated_catalog_file(manta_env: ExportEnv) -> None:
+    env = manta_env
     image = await env.image(blob(5000, seed=21))
     stored = env.catalog_file(image)
     stored.write_bytes(stored.read_bytes()[:-10])
@@ -152,7 +182,8 @@ async def test_truncated_catalog_file(env: ExportEnv) -> None:
     await assert_nothing_at(env, env.path("img.zfs"), env.path("img.imgmanifest"))
 
 
-async def test_longer_catalog_file(env: ExportEnv) -> None:
+async def test_longer_catalog_file(manta_env: ExportEnv) -> None:
+    env = manta_env
     image = await env.image(blob(5000, seed=22))
     stored = env.catalog_file(image)
     stored.write_bytes(stored.read_bytes() + b"extra")
@@ -162,7 +193,8 @@ async def test_longer_catalog_file(env: ExportEnv) -> None:
     await assert_nothing_at(env, env.path("img.zfs"), env.path("img.imgmanifest"))
 
 
-async def test_missing_catalog_file(env: ExportEnv) -> None:
+async def test_missing_catalog_file(manta_env: ExportEnv) -> None:
+    env = manta_env
     image = await env.image(blob(5000, seed=23))
     env.catalog_file(image).unlink()
     answer = await env.export(image.uuid, env.path("img"))
@@ -183,7 +215,8 @@ def _store_files(env: ExportEnv, uuid: str, files: list[dict[str, Any]]) -> None
     db.execute("UPDATE images SET files = ? WHERE uuid = ?", (json.dumps(files), uuid))
 
 
-async def test_image_without_a_file(env: ExportEnv) -> None:
+async def test_image_without_a_file(manta_env: ExportEnv) -> None:
+    env = manta_env
     image = await env.image(blob(100))
     _store_files(env, image.uuid, [])
     answer = await env.export(image.uuid, env.path("img"))
@@ -194,7 +227,8 @@ async def test_image_without_a_file(env: ExportEnv) -> None:
     }
 
 
-async def test_image_with_two_files(env: ExportEnv) -> None:
+async def test_image_with_two_files(manta_env: ExportEnv) -> None:
+    env = manta_env
     image = await env.image(blob(100))
     one = {"sha1": "0" * 40, "size": 1, "compression": "none", "content_md5": "x"}
     _store_files(env, image.uuid, [one, one])
@@ -243,13 +277,22 @@ async def test_a_failing_export_never_removes_a_concurrent_success(env: ExportEn
     assert json.loads(await env.read(env.path("img.imgmanifest"))) == image.manifest
 
 
-async def test_export_finishes_when_the_client_leaves(manta_env: ExportEnv) -> None:
-    env = manta_env
+async def test_export_finishes_when_the_client_leaves(
+    manta_env: ExportEnv, tmp_path: Path, aiohttp_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Even a server that cancels handlers of departed clients finishes the export."""
+    env = await make_env(
+        aiohttp_client,
+        manta_env.harness,
+        tmp_path / "gw",
+        server_kwargs={"handler_cancellation": True},
+    )
+    caplog.set_level(logging.INFO, logger="plugins.actions.export.action")
     data = blob(256 * 1024, seed=26)
     image = await env.image(data)
     rule = env.harness.faults.add(method="PUT", path=r"\.zfs$", stall=0.3, times=1)
     request = asyncio.create_task(env.export(image.uuid, env.path("img")))
-    while rule.hits == 0:  # the file upload has started
+    while rule.hits == 0:  # the file upload has started  # noqa: ASYNC110 - a fake's counter
         await asyncio.sleep(0.01)
     request.cancel()
     await asyncio.gather(request, return_exceptions=True)
@@ -259,4 +302,5 @@ async def test_export_finishes_when_the_client_leaves(manta_env: ExportEnv) -> N
         await asyncio.sleep(0.01)
     assert await env.read(env.path("img.zfs")) == data
     assert json.loads(await env.read(env.path("img.imgmanifest"))) == image.manifest
+    assert "client left" in caplog.text  # the handler was cancelled; the export was not
 

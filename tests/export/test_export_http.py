@@ -52,7 +52,8 @@ async def assert_exported(env: ExportEnv, answer: Any, image: Any, data: bytes) 
 
 async def test_query_style_into_a_directory(env: ExportEnv) -> None:
     """``sdc-exportimage``: parameters in the query string; an existing directory."""
-    data = blob(3 * 1024 * 1024 + 123)  # several catalog chunks, hashed off the loop
+    # Several catalog chunks (hashed off the loop), and a multipart upload on S3.
+    data = blob(6 * 1024 * 1024 + 123)
     image = await env.image(data, name="foo", version="1.0.0", compression="gzip")
     await env.mkdir(env.path("cloudapi"))
     answer = await env.export(image.uuid, env.path("cloudapi"), style="query")
@@ -194,7 +195,7 @@ async def test_unactivated_and_disabled_images_export(env: ExportEnv) -> None:
         assert answer.status == 200, answer.body
 
 
-# --- errors that need no storage fault ------------------------------------------------------
+# --- errors found before any storage request: one target is enough ------------------------
 
 
 @pytest.mark.parametrize(
@@ -207,9 +208,9 @@ async def test_unactivated_and_disabled_images_export(env: ExportEnv) -> None:
         (None, {"action": "export", "manta_path": ""}),
     ],
 )
-async def test_missing_manta_path(env: ExportEnv, query: Any, body: Any) -> None:
-    image = await env.image(blob(100))
-    answer = await env.post(image.uuid, query=query, body=body)
+async def test_missing_manta_path(manta_env: ExportEnv, query: Any, body: Any) -> None:
+    image = await manta_env.image(blob(100))
+    answer = await manta_env.post(image.uuid, query=query, body=body)
     assert answer.status == 409
     assert answer.body == {
         "code": "MissingParameter",
@@ -217,69 +218,69 @@ async def test_missing_manta_path(env: ExportEnv, query: Any, body: Any) -> None
     }
 
 
-async def test_manta_path_must_be_a_string(env: ExportEnv) -> None:
-    image = await env.image(blob(100))
-    answer = await env.post(image.uuid, body={"action": "export", "manta_path": 12})
+async def test_manta_path_must_be_a_string(manta_env: ExportEnv) -> None:
+    image = await manta_env.image(blob(100))
+    answer = await manta_env.post(image.uuid, body={"action": "export", "manta_path": 12})
     assert answer.status == 409
     assert answer.body["code"] == "InvalidArgument"
 
 
-async def test_not_the_image_owner(env: ExportEnv) -> None:
+async def test_not_the_image_owner(manta_env: ExportEnv) -> None:
     """A public image of another account is visible but not exportable."""
-    image = await env.image(blob(100), owner=env.alice, public=True)
-    answer = await env.export(image.uuid, env.path("x"))
+    image = await manta_env.image(blob(100), owner=manta_env.alice, public=True)
+    answer = await manta_env.export(image.uuid, manta_env.path("x"))
     assert answer.status == 422
     assert answer.body == {
         "code": "NotImageOwner",
-        "message": f"account {env.bob.uuid} is not the owner of image {image.uuid}",
+        "message": f"account {manta_env.bob.uuid} is not the owner of image {image.uuid}",
     }
 
 
-async def test_invisible_image_is_not_found(env: ExportEnv) -> None:
-    image = await env.image(blob(100), owner=env.alice)
-    answer = await env.export(image.uuid, env.path("x"))
+async def test_invisible_image_is_not_found(manta_env: ExportEnv) -> None:
+    image = await manta_env.image(blob(100), owner=manta_env.alice)
+    answer = await manta_env.export(image.uuid, manta_env.path("x"))
     assert answer.status == 404
     assert answer.body["code"] == "ResourceNotFound"
 
 
 @pytest.mark.parametrize("manta_path", ["/", "//", "/..", "bob/stor/x", "stor/x", ".", "/bob/\x00"])
-async def test_invalid_manta_path(env: ExportEnv, manta_path: str) -> None:
-    image = await env.image(blob(100))
-    answer = await env.export(image.uuid, manta_path, style="body")
+async def test_invalid_manta_path(manta_env: ExportEnv, manta_path: str) -> None:
+    image = await manta_env.image(blob(100))
+    answer = await manta_env.export(image.uuid, manta_path, style="body")
     assert answer.status == 422, answer.body
     assert answer.body["code"] == "InvalidParameter"
     assert answer.body["errors"] == [{"field": "manta_path", "code": "Invalid"}]
 
 
 @pytest.mark.parametrize("manta_path", ["/alice/stor/x", "/Bob/stor/x", "//alice/stor/x"])
-async def test_not_the_manta_path_owner(env: ExportEnv, manta_path: str) -> None:
-    image = await env.image(blob(100))
-    answer = await env.export(image.uuid, manta_path)
+async def test_not_the_manta_path_owner(manta_env: ExportEnv, manta_path: str) -> None:
+    image = await manta_env.image(blob(100))
+    answer = await manta_env.export(image.uuid, manta_path)
     assert answer.status == 422
     normalized = "/" + manta_path.lstrip("/")
     assert answer.body == {
         "code": "NotMantaPathOwner",
-        "message": f"account {env.bob.uuid} is not the owner of Manta path {normalized}",
+        "message": f"account {manta_env.bob.uuid} is not the owner of Manta path {normalized}",
     }
 
 
 @pytest.mark.parametrize("manta_path", ["/bob", "/bob/jobs/x", "/bob/uploads/x", "/bob/x"])
-async def test_outside_the_writable_trees(env: ExportEnv, manta_path: str) -> None:
-    image = await env.image(blob(100))
+async def test_outside_the_writable_trees(manta_env: ExportEnv, manta_path: str) -> None:
+    image = await manta_env.image(blob(100))
     # Nothing may reach storage: any request to it would fail with a 500.
-    env.harness.faults.add(path=".*", status=500, code="InternalError", times=100)
-    answer = await env.export(image.uuid, manta_path)
+    manta_env.harness.faults.add(path=".*", status=500, code="InternalError", times=100)
+    answer = await manta_env.export(image.uuid, manta_path)
     assert answer.status == 422, answer.body
     assert answer.body["code"] == "InvalidParameter"
     assert "/bob/stor" in answer.body["message"]
 
 
-async def test_checks_come_before_any_storage_request(env: ExportEnv) -> None:
-    image = await env.image(blob(100))
-    env.harness.faults.add(path=".*", status=500, code="InternalError", times=100)
-    assert (await env.export(image.uuid, "/alice/stor/x")).status == 422
-    assert (await env.export(image.uuid, "/")).status == 422
-    assert (await env.export(image.uuid, "")).status == 409
+async def test_checks_come_before_any_storage_request(manta_env: ExportEnv) -> None:
+    image = await manta_env.image(blob(100))
+    manta_env.harness.faults.add(path=".*", status=500, code="InternalError", times=100)
+    assert (await manta_env.export(image.uuid, "/alice/stor/x")).status == 422
+    assert (await manta_env.export(image.uuid, "/")).status == 422
+    assert (await manta_env.export(image.uuid, "")).status == 409
 
 
 async def test_a_destination_that_is_a_directory(env: ExportEnv) -> None:
@@ -292,10 +293,10 @@ async def test_a_destination_that_is_a_directory(env: ExportEnv) -> None:
     assert not await env.exists(env.path("t.zfs"))
 
 
-async def test_a_tree_root_that_is_not_a_directory(manta_env: ExportEnv) -> None:
-    """``/bob/stor`` is a directory; the export goes into it."""
-    image = await manta_env.image(blob(100), name="n", version="v")
-    answer = await manta_env.export(image.uuid, "/bob/stor")
+async def test_the_tree_root_is_a_directory(env: ExportEnv) -> None:
+    """``/bob/stor`` itself selects directory mode."""
+    image = await env.image(blob(100), name="n", version="v")
+    answer = await env.export(image.uuid, "/bob/stor")
     assert answer.status == 200, answer.body
     assert answer.body["manifest_path"] == "/bob/stor/n-v.imgmanifest"
 
@@ -319,10 +320,21 @@ async def test_parent_is_an_object(manta_env: ExportEnv) -> None:
     assert await manta_env.read(manta_env.path("file")) == b"x"
 
 
-async def test_s3_parent_must_exist_too(env: ExportEnv) -> None:
+async def test_template_parent_must_exist_on_every_target(env: ExportEnv) -> None:
     """Every target: a template's parent must be a directory (on S3: a marker or keys)."""
     image = await env.image(blob(100))
     answer = await env.export(image.uuid, env.path("nodir", "img"))
     assert answer.status == 422
     assert answer.body["errors"] == [{"field": "manta_path", "code": "DirectoryDoesNotExist"}]
     assert not await env.exists(env.path("nodir", "img.zfs"))
+
+
+async def test_my_is_the_callers_login(manta_env: ExportEnv) -> None:
+    """``/my/images/:id`` works as ``/bob/images/:id``; the path is still checked against bob."""
+    image = await manta_env.image(blob(100))
+    answer = await manta_env.export(image.uuid, manta_env.path("mine"), url_login="my")
+    assert answer.status == 200, answer.body
+    assert answer.body["manifest_path"] == manta_env.path("mine.imgmanifest")
+    refused = await manta_env.export(image.uuid, "/my/stor/x", url_login="my")
+    assert refused.status == 422
+    assert refused.body["code"] == "NotMantaPathOwner"

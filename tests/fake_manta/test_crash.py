@@ -1,8 +1,8 @@
 """kill -9 of the on-disk fake Manta in the middle of a large PUT, then a restart.
 
 The server runs as a real subprocess (``python -m fake_manta --data-dir D --port 0``). A large
-upload is started and, once the server has provably written tens of MiB of it to disk (its
-``wchar`` in ``/proc/PID/io``), the process gets SIGKILL. After a restart on the same data directory the
+upload is started and, once the server has provably written MiBs of it to disk (``wchar`` in
+``/proc/PID/io``), the process gets SIGKILL. After a restart on the same data directory the
 previous version must be intact (bytes, etag, headers) and nothing of the interrupted upload
 may be visible through the API, nor left behind on disk.
 """
@@ -213,3 +213,22 @@ async def test_kill9_mid_put_of_a_new_object_leaves_nothing(data_dir: Path) -> N
         async with http.get(server.url + "/alice/stor/new-object") as resp:
             assert await resp.read() == b"ok"
     assert disk_usage(data_dir) < SENT_BEFORE_KILL // 2
+
+
+async def test_kill9_right_after_204_keeps_the_new_version(data_dir: Path) -> None:
+    """A PUT answered 204 is committed: a crash the next instant must not lose it."""
+    async with running(data_dir) as server, aiohttp.ClientSession() as http:
+        async with http.put(server.url + "/alice/stor/obj", data=b"v1") as resp:
+            assert resp.status == 204
+        async with http.put(server.url + "/alice/stor/obj", data=b"v2",
+                            headers={"m-version": "2"}) as resp:
+            assert resp.status == 204
+            etag = resp.headers["Etag"]
+        await server.kill9()
+
+    async with running(data_dir) as server, aiohttp.ClientSession() as http:
+        async with http.get(server.url + "/alice/stor/obj") as resp:
+            assert resp.status == 200
+            assert await resp.read() == b"v2"
+            assert resp.headers["Etag"] == etag
+            assert resp.headers["m-version"] == "2"

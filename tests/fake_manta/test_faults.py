@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from fake_manta import FakeMantaServer
+from fake_manta import FakeMantaServer, ThreadedFakeManta
 from fake_manta.faults import FaultInjector
 
 DATA = bytes(range(256)) * 40  # 10240 bytes
@@ -98,9 +100,11 @@ async def test_head_error_has_no_body(server: FakeMantaServer, http: aiohttp.Cli
 
 async def test_stall_then_proceed(server: FakeMantaServer, http: aiohttp.ClientSession) -> None:
     """A stalled request is still pending while others are served; then it completes."""
-    rule = server.faults.add(method="PUT", path="/slow$", stall=1.5)
+    rule = server.faults.add(method="PUT", path="/slow$", stall=2.0)
     slow = asyncio.create_task(put(http, server, "/alice/stor/slow", b"slow"))
-    while rule.hits == 0:
+    for _ in range(1000):  # until the server has matched it (hits is a plain counter)
+        if rule.hits:
+            break
         await asyncio.sleep(0.01)
     assert await put(http, server, "/alice/stor/fast", b"fast") == (204, None)
     assert not slow.done()
@@ -214,6 +218,11 @@ async def test_admin_surface_adds_lists_and_clears(
         listed = await resp.json()
     assert [r["path"] for r in listed] == ["/b$"]  # the used-up rule is gone
 
+    # Admin paths are never faulted, even by a rule matching everything.
+    catch_all = server.faults.add(path=".*", status=500, times=None)
+    async with http.get(server.url + "/_fake/faults") as resp:
+        assert resp.status == 200
+    assert catch_all.hits == 0
     async with http.delete(server.url + "/_fake/faults") as resp:
         assert resp.status == 204
     async with http.get(server.url + "/_fake/faults") as resp:
@@ -256,3 +265,17 @@ def test_python_api_validates() -> None:
     assert faults.take("GET", "/a/x") is None
     assert faults.take("PUT", "/a/x") is rule
     assert rule.hits == 1 and faults.rules() == []
+
+
+def test_rules_from_another_thread_than_the_servers() -> None:
+    """ThreadedFakeManta: rules are added from the test thread, applied on the server's loop."""
+    with ThreadedFakeManta(host="127.0.0.1", port=0, no_auth=True) as threaded:
+        threaded.add_account("alice")
+        rule = threaded.faults.add(method="GET", path="/alice/stor$", status=503)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(threaded.url + "/alice/stor", timeout=30)
+        assert err.value.code == 503
+        assert json.loads(err.value.read())["code"] == "ServiceUnavailable"
+        assert rule.hits == 1
+        with urllib.request.urlopen(threaded.url + "/alice/stor", timeout=30) as resp:
+            assert resp.status == 200

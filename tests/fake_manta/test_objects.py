@@ -168,7 +168,8 @@ async def test_max_content_length(backend_kind: str, tmp_path) -> None:
             assert r.status == 413
         async with s.put(f"{srv.url}/bob/stor/x", data=b"x" * 10) as r:
             assert r.status == 204
-        async with s.put(f"{srv.url}/bob/stor/y", data=b"x", headers={"max-content-length": "-1"}) as r:
+        async with s.put(f"{srv.url}/bob/stor/y", data=b"x",
+                         headers={"max-content-length": "-1"}) as r:
             assert r.status == 400
             assert (await r.json(content_type=None))["code"] == "InvalidMaxContentLength"
 

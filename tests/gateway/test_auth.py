@@ -6,8 +6,11 @@ the rest of the gateway; requests go out on loopback with the exact bytes that w
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import formatdate
 from pathlib import Path
@@ -17,7 +20,9 @@ import aiohttp
 import pytest
 import yarl
 from aiohttp import web
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from gateway import httpsig
 from gateway.accounts import AccountStore
@@ -42,8 +47,6 @@ def fp(key: httpsig.PrivateKey) -> str:
 
 
 def http_date(offset: float = 0) -> str:
-    import time
-
     return formatdate(time.time() + offset, usegmt=True)
 
 
@@ -229,9 +232,6 @@ async def test_my_resolves_to_the_caller(send: Send) -> None:
 async def test_raw_der_and_raw_rs_ecdsa_signatures(send: Send) -> None:
     key = KEYS["p256"]
     assert isinstance(key, ec.EllipticCurvePrivateKey)
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-
     date = http_date()
     der = key.sign(f"date: {date}".encode(), ec.ECDSA(hashes.SHA256()))
     r, s = decode_dss_signature(der)
@@ -546,3 +546,65 @@ async def test_accounts_and_keys_added_while_running(
         assert (await signed(send, key, key_id=key_id, target=target))[0] == 200
     finally:
         other.close()
+
+
+# --- hostile input ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "authz",
+    [
+        b'Signature keyId="/al\xffice/keys/k",algorithm="rsa-sha256",signature="AAAA"',
+        b'Signature keyId="/alice/keys/k",algorithm="rsa-sha256\xff",signature="AAAA"',
+        b'Signature keyId="/alice/keys/id_rsa",algorithm="rsa-sha256",headers="date x-\xff",'
+        b'signature="AAAA"',
+        b'Signature keyId="/alice/keys/id_rsa",algorithm="rsa-sha256",signature="\xff\xfe"',
+        b'Signature keyId="/a/users/\xff/keys/k",algorithm="rsa-sha256",signature="AAAA"',
+        b"Signature " + b"k" * 7000,
+        b'Signature keyId="/alice/keys/id_rsa",algorithm="rsa-sha256",headers="date x-a",'
+        b'signature="AAAA"',
+    ],
+)
+async def test_undecodable_bytes_get_a_clean_4xx(aiohttp_server: Any, authz: bytes) -> None:
+    """Bytes that are not UTF-8 end up as lone surrogates in aiohttp's strings; they must
+    never turn an error message into a 500 (raw socket, since clients refuse to send them)."""
+    app = web.Application(middlewares=[errors_as_json])
+    app[ACCOUNTS] = AccountStore(":memory:")
+    app[ACCOUNTS].add_account("alice")
+    app[ACCOUNTS].add_key("alice", httpsig.ssh_public_key_line(KEYS["rsa"]), name="id_rsa")
+    app.router.add_get("/{login}/images/{id}", get_image)
+    server = await aiohttp_server(app)
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(
+        b"GET /alice/images/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Date: " + http_date().encode() + b"\r\nX-A: caf\xe9\xff\r\n"
+        b"Authorization: " + authz + b"\r\n\r\n"
+    )
+    response = await reader.read()
+    writer.close()
+    status = int(response.split(b" ", 2)[1])
+    assert 400 <= status < 500, response
+    body = json.loads(response.split(b"\r\n\r\n", 1)[1])
+    assert set(body) == {"code", "message"}
+    app[ACCOUNTS].close()
+
+
+@pytest.mark.parametrize(
+    "date",
+    ["Fri, 31 Dec 99999 23:59:59 GMT", "Mon, 32 Foo 2020 99:99:99 GMT", "0" * 300, "-1"],
+)
+async def test_absurd_dates(send: Send, date: str) -> None:
+    signer = httpsig.RequestSigner(KEYS["rsa"], "/alice/keys/id_rsa")
+    headers = signer.sign("GET", f"/alice/images/{IMAGE}", {"Date": date})
+    status, body = await send("GET", f"/alice/images/{IMAGE}", headers)
+    assert (status, body["code"]) == (400, "InvalidHeader")
+
+
+async def test_x_date_is_the_one_checked_for_skew(send: Send) -> None:
+    """With both present, http-signature judges x-date; a fresh Date does not save it."""
+    target = f"/alice/images/{IMAGE}"
+    headers = {"x-date": http_date(-1000), "Date": http_date()}
+    signer = httpsig.RequestSigner(KEYS["rsa"], "/alice/keys/id_rsa", sign_headers=("x-date",))
+    headers["Authorization"] = signer.authorization("GET", target, headers)
+    message = await expect(send, headers, 400, "InvalidHeader")
+    assert message.startswith("Authorization header invalid: clock skew of ")

@@ -28,6 +28,16 @@ def test_plugins_text_output(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "catalogs: embedded" in out
 
 
+def test_disabled_plugins_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLOUDAPI_GATEWAY_DISABLED_PLUGINS", "s3")
+    assert main(["plugins", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "disabled: s3" in out
+    assert "storage: s3" not in out
+
+
 def test_disabled_plugin_is_not_listed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -117,3 +127,18 @@ def test_serve_answers_ping_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
         code = proc.wait()
     assert code == 0
     assert (tmp_path / "data" / "accounts.sqlite").exists()
+
+
+def test_missing_subcommand_module_does_not_break_the_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gateway.cli
+
+    monkeypatch.setattr(
+        gateway.cli, "SUBCOMMAND_MODULES", ("gateway.not_written_yet", "gateway.cli_accounts")
+    )
+    parser = build_parser()
+    help_text = parser.format_help()
+    assert "serve" in help_text
+    assert "accounts" in help_text  # the modules that exist still register
+    assert capsys.readouterr().err == ""  # a missing module is silent

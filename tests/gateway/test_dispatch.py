@@ -141,7 +141,7 @@ async def test_repeated_query_parameter_is_a_list_and_invalid(echo: Any) -> None
 async def test_format_is_checked(echo: Any) -> None:
     resp = await echo.request("POST", _path(echo, "action=echo&word=x&when=yesterday"))
     assert (await _error(resp, 409, "InvalidArgument"))["message"].startswith("when: ")
-    ok = await echo.request("POST", _path(echo, "action=echo&word=x&when=2024-01-01T00:00:00Z"))
+    ok = await echo.request("POST", _path(echo, "action=echo&word=x&when=2024-01-01"))
     assert ok.status == 200
 
 
@@ -255,3 +255,30 @@ async def test_action_crash_is_a_bare_500(echo: Any, caplog: pytest.LogCaptureFi
     assert "passwd" not in await resp.text()
     assert resp.headers["Request-Id"] == "crash-42"
     assert any("crash-42" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("query", "body"),
+    [
+        ("?action=export", None),  # sdc-exportimage: the query, an empty body
+        ("", {"action": "export"}),  # triton: a JSON body only
+    ],
+    ids=["smartdc-query", "triton-body"],
+)
+async def test_first_party_export_is_dispatched(
+    caller: Any, query: str, body: dict[str, Any] | None
+) -> None:
+    image = await import_image(caller.app, caller.account, b"abc")
+    resp = await caller.request("POST", f"/my/images/{image.uuid}{query}", json=body)
+    assert await _error(resp, 409, "MissingParameter") == {
+        "code": "MissingParameter",
+        "message": "Image destination manta_path is a required argument",
+    }
+
+
+async def test_export_without_storage_is_storage_unsupported(caller: Any) -> None:
+    image = await import_image(caller.app, caller.account, b"abc")
+    resp = await caller.request(
+        "POST", f"/my/images/{image.uuid}", json={"action": "export", "manta_path": "/alice/stor/x"}
+    )
+    await _error(resp, 503, "StorageUnsupported")

@@ -53,6 +53,14 @@ def write_key(path: Path, key: PrivateKey) -> Path:
 # --- registration and settings -------------------------------------------------------------
 
 
+def test_the_gateway_finds_the_manta_kind_among_its_default_plugins() -> None:
+    from gateway.plugins import Hooks, build_plugin_manager
+
+    pm = build_plugin_manager(Settings(load_entrypoints=False), env={})
+    factory = Hooks(pm).provided().storage_targets["manta"]
+    assert isinstance(factory, MantaTargetFactory)
+
+
 def test_the_plugin_registers_the_manta_kind() -> None:
     factories = manta.gateway_register_storage_targets()
     assert [f.name for f in factories] == ["manta"]
@@ -104,6 +112,24 @@ def test_bad_settings_are_refused_with_the_key_named(
     config = {k: v for k, v in config.items() if v is not None}
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         MantaTargetFactory().create(config, Settings())
+
+
+def test_settings_from_the_environment_are_strings(tmp_path: Path) -> None:
+    """``CLOUDAPI_GATEWAY_STORAGE__RETRIES=5`` arrives as the string "5"."""
+    key_file, _ = write_operator_key(tmp_path)
+    config = MantaConfig.from_mapping(
+        {
+            "url": "https://m",
+            "user": "operator",
+            "key_file": str(key_file),
+            "retries": "5",
+            "read_timeout": "30.5",
+            "tls_insecure": "true",
+        }
+    )
+    assert (config.retries, config.read_timeout, config.tls_insecure) == (5, 30.5, True)
+    with pytest.raises(ValueError, match="retries must be an integer"):
+        MantaConfig.from_mapping({"url": "https://m", "user": "o", "key_file": "k", "retries": "x"})
 
 
 def test_key_id_may_be_a_full_key_id_or_the_fingerprint(tmp_path: Path) -> None:

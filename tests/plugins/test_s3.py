@@ -16,6 +16,7 @@ from storage_targets import BUCKET, S3_PART_SIZE, MotoS3, TargetHarness, moto_s3
 
 from gateway.settings import Settings
 from gateway.storage import (
+    AccessDenied,
     ChecksumMismatch,
     StorageRequestFailed,
     StorageUnavailable,
@@ -53,6 +54,14 @@ def raw(harness: TargetHarness) -> Any:
 
 
 # --- registration and settings -------------------------------------------------------------
+
+
+def test_the_gateway_finds_the_s3_kind_among_its_default_plugins() -> None:
+    from gateway.plugins import Hooks, build_plugin_manager
+
+    pm = build_plugin_manager(Settings(load_entrypoints=False), env={})
+    factory = Hooks(pm).provided().storage_targets["s3"]
+    assert isinstance(factory, S3TargetFactory)
 
 
 def test_the_plugin_registers_the_s3_kind() -> None:
@@ -161,9 +170,25 @@ async def test_above_the_threshold_a_multipart_upload_with_bounded_parts(
     )
     assert info.etag is not None and info.etag.endswith("-3")
     assert info.content_md5 == md5
+    assert harness.extra["proxy"].max_in_flight["PUT"] <= harness.storage["max_concurrency"]
     stat = await harness.target.stat(harness.path("big"))
     assert stat is not None and stat.content_md5 == md5 and stat.size == len(data)
     assert await harness.leftovers() == []
+
+
+async def test_parts_in_flight_never_exceed_max_concurrency(moto_s3: MotoS3) -> None:
+    data = os.urandom(2 * S3_PART_SIZE + 10)
+    async with s3_target(moto_s3, max_concurrency=1) as harness:
+        await harness.target.put_object(
+            harness.path("one-at-a-time"),
+            body_of(data),
+            size=len(data),
+            content_md5=md5_b64(data),
+            content_type="application/octet-stream",
+        )
+        assert harness.extra["proxy"].max_in_flight["PUT"] == 1
+        info = await harness.target.stat(harness.path("one-at-a-time"))
+        assert info is not None and info.etag is not None and info.etag.endswith("-3")
 
 
 async def test_a_failing_part_is_retried(harness: TargetHarness) -> None:
@@ -236,6 +261,15 @@ async def test_a_missing_bucket_is_a_clear_error(moto_s3: MotoS3) -> None:
         assert raised.value.code == "NoSuchBucket"
         with pytest.raises(StorageRequestFailed):
             await harness.target.stat(harness.path("x"))
+
+
+async def test_access_denied_is_mapped_and_not_retried(harness: TargetHarness) -> None:
+    rule = harness.faults.add(path=r"/secret$", status=403, code="AccessDenied", times=5)
+    with pytest.raises(AccessDenied):
+        await harness.target.put_object(
+            harness.path("secret"), body_of(b"x"), size=1, content_md5=None, content_type="a/b"
+        )
+    assert rule.hits == 1
 
 
 async def test_an_unreachable_endpoint_is_storage_unavailable(tmp_path: Path) -> None:

@@ -148,7 +148,7 @@ async def test_request_target_binds_the_path(
     assert (status, error and error["code"]) == (403, "InvalidSignature")
 
 
-# --- failures, one per code ------------------------------------------------------------------------
+# --- failures, one per code ---------------------------------------------------------------
 async def test_wrong_key_for_keyid_is_invalid_signature(
     server: FakeMantaServer, http: aiohttp.ClientSession
 ) -> None:
@@ -182,7 +182,9 @@ async def test_unknown_key_is_key_does_not_exist(
 
 
 @pytest.mark.parametrize(
-    "key_id", ["alice", "/alice/nokeys/aa", "/alice/keys/", "/alice/a/b/keys/aa", "//keys/aa"]
+    "key_id",
+    ["alice", "/alice/nokeys/aa", "/alice/keys/", "/alice/a/b/keys/aa", "//keys/aa",
+     "/alice//keys/aa", "/alice/keys/%zz"],
 )
 async def test_malformed_keyid_is_invalid_keyid(
     server: FakeMantaServer, http: aiohttp.ClientSession, key_id: str
@@ -310,7 +312,7 @@ async def test_head_errors_have_no_body(
         assert await resp.read() == b""
 
 
-# --- authorization ----------------------------------------------------------------------------------
+# --- authorization ---------------------------------------------------------------------------
 async def test_no_credentials_on_a_private_path_is_authorization_failed(
     server: FakeMantaServer, http: aiohttp.ClientSession
 ) -> None:
