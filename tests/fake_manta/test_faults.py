@@ -230,6 +230,24 @@ async def test_admin_surface_adds_lists_and_clears(
     assert await put(http, server, "/alice/stor/b", b"b") == (204, None)
 
 
+async def test_admin_surface_removes_one_rule(
+    server: FakeMantaServer, http: aiohttp.ClientSession
+) -> None:
+    keep = server.faults.add(method="GET", path="/keep$", status=503, times=None)
+    async with http.post(server.url + "/_fake/faults",
+                         json={"method": "GET", "path": "/drop$", "status": 500}) as resp:
+        dropped = await resp.json()
+    async with http.delete(server.url + f"/_fake/faults/{dropped['id']}") as resp:
+        assert resp.status == 204
+    async with http.delete(server.url + f"/_fake/faults/{dropped['id']}") as resp:
+        assert resp.status == 404
+    assert server.faults.rules() == [keep]
+    assert (await get(http, server, "/alice/stor/keep"))[0] == 503
+    async with http.get(server.url + "/_fake/faults") as resp:
+        assert [(r["id"], r["hits"], r["remaining"]) for r in await resp.json()] == [
+            (keep.id, 1, None)]
+
+
 @pytest.mark.parametrize(
     "body",
     [
