@@ -329,6 +329,11 @@ def mbps(size: int, seconds: float) -> float:
     return size / seconds / 1e6
 
 
+def samples(size: int, seconds: list[float]) -> str:
+    """Every repetition's MB/s, to see the spread behind a median."""
+    return "[" + " ".join(f"{mbps(size, t):.0f}" for t in seconds) + "]"
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -367,8 +372,10 @@ async def bench_throughput(bench: Bench, size: int, reps: int) -> None:
                 gw.append(await bench.export(session, gateway, size, "/dev/stor/bench-gw"))
                 cu.append(await asyncio.to_thread(bench.curl_put, size, "/dev/stor/bench-curl"))
     g, c = mbps(size, statistics.median(gw)), mbps(size, statistics.median(cu))
-    bench.report(f"(a) gateway export {size // MiB} MiB, median MB/s", f"{g:.0f}")
-    bench.report(f"(a) curl -T {size // MiB} MiB, median MB/s", f"{c:.0f}")
+    bench.report(
+        f"(a) gateway export {size // MiB} MiB, median MB/s", f"{g:.0f} {samples(size, gw)}"
+    )
+    bench.report(f"(a) curl -T {size // MiB} MiB, median MB/s", f"{c:.0f} {samples(size, cu)}")
     bench.report("(a) ratio gateway/curl (goal >= 0.85)", f"{g / c:.2f}")
 
 
@@ -543,8 +550,13 @@ async def bench_s3(bench: Bench, size: int, reps: int) -> None:
         moto.terminate()
         moto.wait(30)
     g, b = mbps(size, statistics.median(gw)), mbps(size, statistics.median(base))
-    bench.report(f"(e) gateway export to S3 {size // MiB} MiB, median MB/s", f"{g:.0f}")
-    bench.report(f"(e) aiobotocore multipart {size // MiB} MiB, median MB/s", f"{b:.0f}")
+    bench.report(
+        f"(e) gateway export to S3 {size // MiB} MiB, median MB/s", f"{g:.0f} {samples(size, gw)}"
+    )
+    bench.report(
+        f"(e) aiobotocore multipart {size // MiB} MiB, median MB/s",
+        f"{b:.0f} {samples(size, base)}",
+    )
     bench.report("(e) ratio gateway/aiobotocore", f"{g / b:.2f}")
 
 

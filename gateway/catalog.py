@@ -67,7 +67,7 @@ class CatalogError(Exception):
 
 
 class InvalidManifest(CatalogError):
-    """The manifest is not a valid IMGAPI v2 manifest; ``errors`` lists ``{field, code, message}``."""
+    """Not a valid IMGAPI v2 manifest; ``errors`` lists ``{field, code, message}``."""
 
     def __init__(self, message: str, errors: list[dict[str, str]] | None = None) -> None:
         super().__init__(message)

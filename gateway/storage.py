@@ -47,7 +47,7 @@ class StorageError(Exception):
 
 
 class StorageUnavailable(StorageError):
-    """Unreachable, timed out, throttled or 503: worth retrying, and a 503 StorageIsDown if it lasts."""
+    """Unreachable, timed out, throttled or 503: retry it; a 503 StorageIsDown if it lasts."""
 
 
 class ObjectNotFound(StorageError):

@@ -1,1 +1,1 @@
-"""First-party cloudapi-gateway plugins, loaded through the same entry points as third-party ones."""
+"""First-party cloudapi-gateway plugins, loaded through the same entry points as any other."""
