@@ -83,6 +83,12 @@ def vm_hwm_kib(pid: int) -> int:
     raise RuntimeError("no VmHWM (not Linux?)")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def make_file(path: Path, size: int) -> tuple[str, str]:
     """Write ``size`` bytes (a random block repeated with a counter); return (sha1, md5 b64)."""
     block = bytearray(os.urandom(CHUNK))
@@ -387,13 +393,15 @@ async def bench_rss(bench: Bench, sizes: list[int]) -> None:
         with gateway_process(bench, bench.storage_config("manta")) as start:
             gateway = await start()
             idle = vm_hwm_kib(gateway.popen.pid)
+            cpu0 = cpu_seconds(gateway.popen.pid)
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 seconds = await bench.export(session, gateway, size, "/dev/stor/bench-rss")
             peak = vm_hwm_kib(gateway.popen.pid)
+            cpu = cpu_seconds(gateway.popen.pid) - cpu0
         bench.report(
             f"(b) gateway VmHWM, {size // MiB} MiB export",
             f"{peak / 1024:.0f} MiB (after start {idle / 1024:.0f} MiB; "
-            f"{mbps(size, seconds):.0f} MB/s)",
+            f"{mbps(size, seconds):.0f} MB/s; gateway CPU {cpu / (size / 2**30):.1f} s/GiB)",
         )
 
 
