@@ -29,6 +29,9 @@ class Account:
     operator: bool = False
     #: md5 fingerprint -> parsed public key (cryptography object)
     keys: dict[str, object] = field(default_factory=dict)
+    #: sub-user login -> (md5 fingerprint -> parsed public key); keyId ``/LOGIN/USER/keys/FP``.
+    #: A sub-user acts as its account (same trees, same operator bit); RBAC is not modelled.
+    users: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
 class AccountRegistry:
@@ -55,6 +58,27 @@ class AccountRegistry:
             if login not in self._accounts:
                 raise KeyError(login)
             self._accounts[login].keys[fingerprint] = key
+        return fingerprint
+
+    def add_user(self, login: str, user: str) -> None:
+        """Create sub-user ``user`` of ``login`` (no keys yet); idempotent."""
+        if not re.match(LOGIN_RE, user):
+            raise ValueError(f"invalid sub-user login {user!r}")
+        with self._lock:
+            if login not in self._accounts:
+                raise KeyError(login)
+            self._accounts[login].users.setdefault(user, {})
+
+    def add_user_key(self, login: str, user: str, public_key_line: str) -> str:
+        """Register an OpenSSH public key for sub-user ``login/user`` (created if new).
+
+        Returns the key's md5 fingerprint; the client's keyId is ``/login/user/keys/FP``.
+        """
+        self.add_user(login, user)
+        key = serialization.load_ssh_public_key(public_key_line.strip().encode())
+        fingerprint = md5_fingerprint(public_key_line.strip())
+        with self._lock:
+            self._accounts[login].users[user][fingerprint] = key
         return fingerprint
 
     def get(self, login: str) -> Account | None:

@@ -4,6 +4,7 @@ A login must start with a letter, so no Manta path can collide with ``/_fake/``.
 
     POST /_fake/reset       empty every object and directory (accounts stay), clear faults
     POST /_fake/accounts    {"login": .., "keys": ["ssh-ed25519 AAAA..", ..], "operator": false}
+    POST /_fake/users       {"login": .., "user": .., "keys": ["ssh-ed25519 AAAA..", ..]}
     GET  /_fake/state       accounts, backend, counts
 
 Fault routes (POST/DELETE /_fake/faults) belong to ``fake_manta/faults.py``: if that module defines
@@ -56,6 +57,17 @@ def add_account(config: FakeMantaConfig, login: str, keys: list[str], operator: 
         raise BadRequest(f"invalid account or key: {exc}") from exc
 
 
+def add_user(config: FakeMantaConfig, login: str, user: str, keys: list[str]) -> list[str]:
+    """Register sub-user ``login/user`` and its keys; returns key fingerprints."""
+    try:
+        config.registry.add_user(login, user)
+        return [config.registry.add_user_key(login, user, key) for key in keys]
+    except KeyError as exc:
+        raise BadRequest(f"account {exc} does not exist") from exc
+    except ValueError as exc:
+        raise BadRequest(f"invalid sub-user or key: {exc}") from exc
+
+
 async def reset_state(config: FakeMantaConfig, store: Store) -> None:
     """Empty every object and directory (accounts stay) and forget every fault rule."""
     await store.reset()
@@ -68,7 +80,8 @@ async def state_of(config: FakeMantaConfig, store: Store) -> dict[str, Any]:
         account = config.registry.get(login)
         if account is not None:
             accounts.append({"login": login, "operator": account.operator,
-                             "keys": sorted(account.keys)})
+                             "keys": sorted(account.keys),
+                             "users": {u: sorted(k) for u, k in sorted(account.users.items())}})
     return {
         "accounts": accounts,
         "backend": store.backend.kind,
@@ -105,6 +118,22 @@ async def post_accounts(request: web.Request) -> web.StreamResponse:
     return _dump({"login": body["login"], "operator": operator, "keys": fps}, 201)
 
 
+@routes.post("/users")
+async def post_users(request: web.Request) -> web.StreamResponse:
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise BadRequest(f"invalid JSON body: {exc}") from exc
+    if (not isinstance(body, dict) or not isinstance(body.get("login"), str)
+            or not isinstance(body.get("user"), str)):
+        raise BadRequest('body must be {"login": str, "user": str, "keys": [str]}')
+    keys = body.get("keys", [])
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise BadRequest("keys must be a list of OpenSSH public key lines")
+    fps = add_user(request.app[ADMIN_CONFIG], body["login"], body["user"], keys)
+    return _dump({"login": body["login"], "user": body["user"], "keys": fps}, 201)
+
+
 @routes.get("/state")
 async def get_state(request: web.Request) -> web.StreamResponse:
     return _dump(await state_of(request.app[ADMIN_CONFIG], request.app[ADMIN_STORE]))
@@ -129,4 +158,4 @@ def create_admin_app(config: FakeMantaConfig, store: Store) -> web.Application:
     return admin
 
 
-__all__ = ["MantaError", "add_account", "create_admin_app", "reset_state", "state_of"]
+__all__ = ["MantaError", "add_account", "add_user", "create_admin_app", "reset_state", "state_of"]

@@ -20,7 +20,7 @@ __all__ = ["FakeMantaConfig", "create_app"]
 def make_backend(config: FakeMantaConfig) -> Backend:
     """Disk when ``data_dir`` is set, memory otherwise (fake-gcs-server's rule)."""
     if config.data_dir is not None:
-        return DiskBackend(config.data_dir)
+        return DiskBackend(config.data_dir, fsync=config.fsync)
     return MemoryBackend()
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fake_manta.config import DEFAULT_MAX_CONTENT_LENGTH
+from fake_manta.errors import MantaError
 from fake_manta.server import FakeMantaServer
 
 
@@ -25,9 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--data-dir", type=Path, help="keep state on disk here (survives restarts)")
     where.add_argument("--memory", action="store_true", help="keep state in memory (default)")
+    p.add_argument("--fsync", action="store_true",
+                   help="with --data-dir: fsync every object before answering (power-loss "
+                        "durability; slower). Writes are atomic without it")
     p.add_argument(
         "--account", action="append", default=[], metavar="LOGIN[=PUBKEY_FILE]",
         help="create LOGIN with the OpenSSH public key(s) in PUBKEY_FILE; repeatable",
+    )
+    p.add_argument(
+        "--user", action="append", default=[], metavar="LOGIN/USER=PUBKEY_FILE",
+        help="create sub-user USER of LOGIN (keyId /LOGIN/USER/keys/FP) with the key(s) in "
+             "PUBKEY_FILE; LOGIN is created if absent; repeatable",
     )
     p.add_argument("--operator", action="append", default=[], metavar="LOGIN",
                    help="make LOGIN an operator (may read and write every tree); repeatable")
@@ -56,6 +65,14 @@ def configure(server: FakeMantaServer, args: argparse.Namespace) -> dict[str, li
     for login in args.operator:
         if login not in fingerprints:
             fingerprints[login] = server.add_account(login, operator=True)
+    for spec in args.user:
+        owner, _, rest = spec.partition("/")
+        user, _, key_file = rest.partition("=")
+        if not owner or not user or not key_file:
+            raise ValueError(f"--user {spec!r}: expected LOGIN/USER=PUBKEY_FILE")
+        if owner not in fingerprints:
+            fingerprints[owner] = server.add_account(owner, operator=owner in args.operator)
+        server.add_user(owner, user, _read_keys(Path(key_file).expanduser()))
     return fingerprints
 
 
@@ -82,8 +99,12 @@ async def serve(args: argparse.Namespace) -> None:
     server = FakeMantaServer(
         host=args.host, port=args.port, data_dir=args.data_dir, no_auth=args.no_auth,
         snaplinks=args.snaplinks, max_content_length=args.max_content_length,
+        fsync=args.fsync,
     )
-    fingerprints = configure(server, args)
+    try:
+        fingerprints = configure(server, args)
+    except (ValueError, OSError, MantaError) as exc:
+        sys.exit(f"fake-manta: {exc}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -24,6 +24,10 @@ class FakeMantaConfig:
     no_auth: bool = False
     snaplinks: Literal["v1", "v2"] = "v1"
     max_content_length: int = DEFAULT_MAX_CONTENT_LENGTH
+    #: on-disk backend: fsync every object (and SQLite FULL sync) before answering, for
+    #: power-loss durability. Off by default: atomicity against a crashed process or a dropped
+    #: connection does not need it (the page cache survives a kill -9).
+    fsync: bool = False
     #: MPU minimum size of every part but the last (muskie: 5 MiB)
     min_part_size: int = MIN_PART_SIZE
     #: value of the ``x-server-name`` header

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from fake_manta.accounts import AccountRegistry
-from fake_manta.admin import add_account, reset_state
+from fake_manta.admin import add_account, add_user, reset_state
 from fake_manta.app import create_app
 from fake_manta.config import DEFAULT_MAX_CONTENT_LENGTH, STORE, FakeMantaConfig
 from fake_manta.faults import FaultInjector
@@ -41,6 +41,7 @@ class FakeMantaServer:
         *,
         min_part_size: int = MIN_PART_SIZE,
         registry: AccountRegistry | None = None,
+        fsync: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -51,6 +52,7 @@ class FakeMantaServer:
             max_content_length=max_content_length,
             min_part_size=min_part_size,
             registry=registry or AccountRegistry(),
+            fsync=fsync,
         )
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
@@ -81,6 +83,13 @@ class FakeMantaServer:
     ) -> list[str]:
         """Register a login (its stor/public/reports/uploads trees exist) and keys; returns fps."""
         return add_account(self.config, login, list(public_keys), operator)
+
+    def add_user(self, login: str, user: str, public_keys: Iterable[str] = ()) -> list[str]:
+        """Register sub-user ``login/user`` (keyId ``/login/user/keys/FP``); returns fps.
+
+        The account must exist. A sub-user acts as its account: same trees, same operator bit.
+        """
+        return add_user(self.config, login, user, list(public_keys))
 
     async def start(self) -> None:
         self.app = create_app(self.config)
@@ -140,6 +149,9 @@ class ThreadedFakeManta:
         self, login: str, public_keys: Iterable[str] = (), operator: bool = False
     ) -> list[str]:
         return self.server.add_account(login, public_keys, operator)
+
+    def add_user(self, login: str, user: str, public_keys: Iterable[str] = ()) -> list[str]:
+        return self.server.add_user(login, user, public_keys)
 
     def start(self) -> None:
         """Start the thread; returns once listening (re-raises a bind error)."""

@@ -144,3 +144,12 @@ class ImageFileCorrupt(GatewayError):
     """The catalog's copy of an image file does not match its manifest's sha1 or size."""
 
     status, code = 500, "ImageFileCorrupt"
+
+
+class ImageHasNoFile(GatewayError):
+    """An image without a file (a ``creating``/``failed`` placeholder) has nothing to export.
+
+    IMGAPI crashes on these (an uncaught ``assert.object``); the gateway answers a 422 instead.
+    """
+
+    status, code = 422, "ImageHasNoFile"

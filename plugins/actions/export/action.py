@@ -25,6 +25,7 @@ from gateway.catalog import CatalogError, Image, ImageCatalog, ImageFile
 from gateway.errors import (
     GatewayError,
     ImageFileCorrupt,
+    ImageHasNoFile,
     InternalError,
     MissingParameter,
     NotImageOwner,
@@ -67,15 +68,6 @@ def load_schema() -> dict[str, Any]:
     text = resources.files(__package__).joinpath("schema.json").read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
-
-
-class ImageHasNoFile(GatewayError):
-    """An image without a file (a ``creating``/``failed`` placeholder) has nothing to export.
-
-    IMGAPI crashes on these (an uncaught ``assert.object``); we answer a 422 instead.
-    """
-
-    status, code = 422, "ImageHasNoFile"
 
 
 class _CorruptFile(Exception):
