@@ -7,6 +7,7 @@ range admits. Only the subset of node-semver that versions without prereleases n
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 
@@ -121,6 +122,12 @@ def parse_range(text: str) -> Callable[[Version], bool]:
 
 def max_satisfying(range_text: str, versions: Iterable[str] = SUPPORTED_VERSIONS) -> str | None:
     """The highest of ``versions`` inside ``range_text``; ``None`` if none (or not a range)."""
+    return _max_satisfying(range_text, tuple(versions))
+
+
+@functools.lru_cache(maxsize=1024)
+def _max_satisfying(range_text: str, versions: tuple[str, ...]) -> str | None:
+    """Cached: clients send the same few ranges on every request, and parsing is not free."""
     try:
         matches = parse_range(range_text)
     except ValueError:

@@ -5,7 +5,9 @@ the gateway writes into users' trees as the operator, as IMGAPI does. Bodies str
 ways. Idempotent requests are retried with bounded exponential backoff on connection errors,
 timeouts and 503s; an upload restarts from ``body()``. Manta's error bodies become the typed
 ``StorageError``s of ``gateway.storage``. There is no total timeout: a multi-gigabyte upload
-is bounded only by ``connect_timeout`` and by ``read_timeout`` between two reads.
+is bounded only by ``connect_timeout`` and by ``read_timeout`` between two reads. An upload
+waits at most ``continue_timeout`` for ``100 Continue`` and then sends its body anyway, as curl
+does (aiohttp alone would wait forever: its read timeout starts only after the body is sent).
 """
 
 from __future__ import annotations
@@ -160,6 +162,8 @@ class MantaConfig:
     key_id: str | None = None
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
+    #: Seconds to wait for ``100 Continue`` (or a final answer) before sending the body anyway.
+    continue_timeout: float = 1.0
     retries: int = 3
     retry_delay: float = 0.2
     retry_max_delay: float = 5.0
@@ -179,6 +183,7 @@ class MantaConfig:
             "key_id",
             "connect_timeout",
             "read_timeout",
+            "continue_timeout",
             "retries",
             "retry_delay",
             "retry_max_delay",
@@ -198,6 +203,7 @@ class MantaConfig:
             key_id=read.optional_string("key_id"),
             connect_timeout=read.number("connect_timeout", cls.connect_timeout),
             read_timeout=read.number("read_timeout", cls.read_timeout),
+            continue_timeout=read.number("continue_timeout", cls.continue_timeout),
             retries=read.integer("retries", cls.retries, 0),
             retry_delay=read.number("retry_delay", cls.retry_delay),
             retry_max_delay=read.number("retry_max_delay", cls.retry_max_delay),
@@ -242,6 +248,36 @@ def _is_directory_type(content_type: str | None) -> bool:
     return main.strip().lower() == "application/x-json-stream" and "type=directory" in (
         params.replace(" ", "").lower()
     )
+
+
+def _release_waiter(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(True)
+
+
+class _ContinueRequest(aiohttp.ClientRequest):
+    """A request that waits at most ``continue_timeout`` for ``100 Continue``.
+
+    aiohttp sends the headers, then awaits the interim answer before writing the body, and only
+    starts its read timeout once the body is written: a server that never answers would hold the
+    upload forever. After ``continue_timeout`` the body goes out anyway (curl's behaviour, after
+    1 s); a server that then still says nothing runs into ``read_timeout``. An early final
+    answer (an auth error, say) ends the request as before: releasing it cancels the writer.
+    """
+
+    continue_timeout: float = 1.0
+
+    async def write_bytes(self, *args: Any, **kwargs: Any) -> None:
+        waiter = self._continue
+        if waiter is not None and not waiter.done():
+            timer = self.loop.call_later(self.continue_timeout, _release_waiter, waiter)
+            waiter.add_done_callback(lambda _done: timer.cancel())
+        await super().write_bytes(*args, **kwargs)
+
+
+def _request_class(continue_timeout: float) -> type[aiohttp.ClientRequest]:
+    """A ``_ContinueRequest`` bound to one target's ``continue_timeout``."""
+    return type("ContinueRequest", (_ContinueRequest,), {"continue_timeout": continue_timeout})
 
 
 class _BodyGuard:
@@ -318,6 +354,7 @@ class MantaTarget:
             ),
             auto_decompress=False,
             headers={"User-Agent": f"cloudapi-gateway/{__version__}"},
+            request_class=_request_class(cfg.continue_timeout),
         )
 
     async def close(self) -> None:

@@ -25,6 +25,7 @@ import aiohttp
 
 try:
     from aiobotocore.config import AioConfig
+    from aiobotocore.httpsession import AIOHTTPSession
     from aiobotocore.session import AioSession, get_session
     from botocore.exceptions import (
         BotoCoreError,
@@ -38,6 +39,21 @@ except ImportError:  # the optional extra is missing: the kind still exists, cre
     HAVE_AIOBOTOCORE = False
 else:
     HAVE_AIOBOTOCORE = True
+
+    class _NoResendSession(AIOHTTPSession):  # type: ignore[misc]
+        """aiobotocore's HTTP session without aiohttp's silent resend.
+
+        aiohttp resends an idempotent request (PUT, GET, HEAD, DELETE) once when the server
+        drops the connection; with botocore's retries off that still doubled the attempts of
+        ``_call`` on cut connections. Only our retry loop retries (``tests/plugins/test_s3.py``
+        counts the attempts, so an aiohttp or aiobotocore upgrade that breaks this shows).
+        """
+
+        async def _get_session(self, proxy_url: Any) -> aiohttp.ClientSession:
+            session: aiohttp.ClientSession = await super()._get_session(proxy_url)
+            if hasattr(session, "_retry_connection"):
+                session._retry_connection = False
+            return session
 
 from gateway import hookimpl
 from gateway.storage import (
@@ -313,7 +329,9 @@ class S3Target:
             connect_timeout=cfg.connect_timeout,
             read_timeout=cfg.read_timeout,
             max_pool_connections=max(10, cfg.max_concurrency * 2),
-            retries={"total_max_attempts": 1, "mode": "standard"},  # we retry ourselves
+            # We retry ourselves (``_call``): no botocore retries, no aiohttp resends.
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            http_session_cls=_NoResendSession,
             s3={
                 "addressing_style": cfg.addressing_style,
                 "payload_signing_enabled": cfg.sign_payload,

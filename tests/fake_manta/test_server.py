@@ -60,7 +60,8 @@ async def test_admin_surface(manta) -> None:
     await manta.put(f"{manta.stor}/x", b"abc")
     async with manta.session.get(f"{manta.url}/_fake/state") as r:
         state = await r.json()
-    assert {"login": "dave", "operator": True, "keys": created["keys"]} in state["accounts"]
+    assert {"login": "dave", "operator": True, "keys": created["keys"],
+            "users": {}} in state["accounts"]
     assert state["objects"] == 1
     assert state["backend"] in ("memory", "disk")
     async with manta.session.post(f"{manta.url}/_fake/reset") as r:

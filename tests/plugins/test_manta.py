@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,11 @@ def md5_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
-def body_of(data: bytes) -> Any:
+def body_of(data: bytes, chunk: int | None = None) -> Any:
     async def chunks() -> AsyncIterator[bytes]:
-        yield data
+        step = chunk or max(len(data), 1)
+        for start in range(0, len(data), step):
+            yield data[start : start + step]
 
     return chunks
 
@@ -315,10 +318,10 @@ async def test_an_unreachable_manta_is_storage_unavailable(tmp_path: Path) -> No
 
 
 async def open_against_recorder(
-    tmp_path: Path, handler: Any
+    tmp_path: Path, handler: Any, *, expect_handler: Any = None, **settings: Any
 ) -> tuple[StorageTarget, web.AppRunner]:
     app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
+    app.router.add_route("*", "/{tail:.*}", handler, expect_handler=expect_handler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -329,6 +332,7 @@ async def open_against_recorder(
             "url": f"http://127.0.0.1:{runner.addresses[0][1]}",
             "user": "op",
             "key_file": str(key_file),
+            **settings,
         },
         Settings(),
     )
@@ -368,3 +372,91 @@ async def test_the_put_request_manta_clients_send(tmp_path: Path) -> None:
     assert 'headers="date"' in headers["Authorization"]
     assert "Date" in headers
     assert info.etag == "abc" and info.content_md5 == md5_b64(data)
+
+
+async def test_a_many_chunk_body_goes_out_with_content_length_not_chunked(tmp_path: Path) -> None:
+    """aiohttp sends an async-iterator body chunked unless it is told the length."""
+    seen: list[tuple[dict[str, str], bytes]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        body = await request.content.read()  # not request.read(): that stops at 1 MiB
+        seen.append((dict(request.headers), body))
+        return web.Response(status=204)
+
+    target, runner = await open_against_recorder(tmp_path, record)
+    data = bytes(range(256)) * 20_000  # 5 MB in 1 MB chunks
+    try:
+        await target.put_object(
+            "/bob/stor/big", body_of(data, 1_000_000), size=len(data), content_md5=None,
+            content_type="application/octet-stream",
+        )
+    finally:
+        await target.close()
+        await runner.cleanup()
+    headers, body = seen[0]
+    assert headers["Content-Length"] == str(len(data))
+    assert "Transfer-Encoding" not in headers
+    assert body == data
+
+
+# --- Expect: 100-continue that never comes ---------------------------------------------------
+
+
+async def test_a_server_that_never_sends_100_continue_still_gets_the_body(tmp_path: Path) -> None:
+    """As curl does: after ``continue_timeout`` without an answer, the body goes out anyway."""
+    seen: list[bytes] = []
+
+    async def no_continue(request: web.Request) -> None:
+        return None  # neither 100 Continue nor a refusal: the handler just reads
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(await request.read())
+        return web.Response(status=204)
+
+    target, runner = await open_against_recorder(
+        tmp_path, record, expect_handler=no_continue, continue_timeout=0.05
+    )
+    data = b"y" * 300_000
+    try:
+        # Without the bound this waits forever; the guard only turns a hang into a failure.
+        await asyncio.wait_for(
+            target.put_object(
+                "/bob/stor/no-continue", body_of(data, 65536), size=len(data),
+                content_md5=md5_b64(data), content_type="application/octet-stream",
+            ),
+            timeout=60,
+        )
+    finally:
+        await target.close()
+        await runner.cleanup()
+    assert seen == [data]
+
+
+async def test_a_manta_that_stalls_before_100_continue_is_storage_unavailable(
+    tmp_path: Path,
+) -> None:
+    """Fake Manta stalls every PUT (before its 100 Continue) for longer than ``read_timeout``
+    plus ``continue_timeout``: each attempt sends its body after ``continue_timeout``, times out
+    ``read_timeout`` later and the upload fails as StorageUnavailable, instead of waiting."""
+    async with manta_target(
+        tmp_path, continue_timeout=0.05, read_timeout=0.2, retries=1
+    ) as harness:
+        rule = harness.faults.add(method="PUT", path=r"/stalled$", stall=2.0, times=None)
+        with pytest.raises(StorageUnavailable):
+            await asyncio.wait_for(
+                harness.target.put_object(
+                    harness.path("stalled"), body_of(b"z" * 1000), size=1000,
+                    content_md5=md5_b64(b"z" * 1000), content_type="application/octet-stream",
+                ),
+                timeout=60,
+            )
+        assert rule.hits == 2  # the first attempt and its one retry
+
+
+def test_continue_timeout_is_a_setting(tmp_path: Path) -> None:
+    key_file, _ = write_operator_key(tmp_path)
+    base = {"url": "https://m", "user": "operator", "key_file": str(key_file)}
+    assert MantaConfig.from_mapping(base).continue_timeout == 1.0
+    assert MantaConfig.from_mapping({**base, "continue_timeout": "0.25"}).continue_timeout == 0.25
+    with pytest.raises(ValueError, match="continue_timeout must be a number"):
+        MantaConfig.from_mapping({**base, "continue_timeout": -1})

@@ -206,6 +206,44 @@ async def test_a_failing_part_is_retried(harness: TargetHarness) -> None:
     assert hashlib.md5(await got["Body"].read()).digest() == hashlib.md5(data).digest()
 
 
+# Only the plugin's own loop retries: botocore's retries (and aiohttp's silent resend of an
+# idempotent request on a dropped connection) would multiply ``retries``.
+@pytest.mark.parametrize("fault", ["cut", "503"])
+@pytest.mark.parametrize("size", [1024, S3_PART_SIZE + 10], ids=["single", "multipart"])
+async def test_a_lasting_failure_is_tried_exactly_retries_plus_one_times(
+    harness: TargetHarness, fault: str, size: int
+) -> None:
+    data = os.urandom(size)
+    path = harness.path(f"counted-{fault}")
+    # The multipart upload's parts go to the same key with ?partNumber=..&uploadId=..
+    spec: dict[str, Any] = {"cut_after": 512} if fault == "cut" else {"status": 503}
+    rule = harness.faults.add(method="PUT", path=rf"/counted-{fault}$", times=99, **spec)
+    with pytest.raises(StorageUnavailable):
+        await harness.target.put_object(
+            path,
+            body_of(data),
+            size=len(data),
+            content_md5=md5_b64(data),
+            content_type="application/octet-stream",
+        )
+    retries = harness.storage["retries"]
+    if size <= S3_PART_SIZE:
+        assert rule.hits == retries + 1
+    else:  # two parts in flight, each tried retries + 1 times at most
+        assert retries + 1 <= rule.hits <= 2 * (retries + 1)
+    assert await harness.leftovers() == []
+
+
+async def test_a_lasting_failure_on_a_read_is_tried_exactly_retries_plus_one_times(
+    harness: TargetHarness,
+) -> None:
+    rule = harness.faults.add(method="HEAD", path=r"/counted-head$", status=503, times=99)
+    harness.faults.add(method="GET", path=r"/bucket-never-listed$", status=503, times=99)
+    with pytest.raises(StorageUnavailable):
+        await harness.target.stat(harness.path("counted-head"))
+    assert rule.hits == harness.storage["retries"] + 1
+
+
 async def test_a_part_that_keeps_failing_aborts_the_upload(harness: TargetHarness) -> None:
     data = os.urandom(2 * S3_PART_SIZE)
     harness.faults.add(method="PUT", path=r"/doomed$", status=500, code="InternalError", times=50)
