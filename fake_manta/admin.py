@@ -86,6 +86,7 @@ async def state_of(config: FakeMantaConfig, store: Store) -> dict[str, Any]:
         "accounts": accounts,
         "backend": store.backend.kind,
         "dataDir": str(config.data_dir) if config.data_dir else None,
+        "fsync": config.fsync,
         "noAuth": config.no_auth,
         "snaplinks": config.snaplinks,
         "maxContentLength": config.max_content_length,

@@ -305,6 +305,11 @@ class _CutWriter(StreamWriter):
         await super().write_eof(chunk)
 
 
+#: Set on a request whose response body an injected cut watches: handlers must then write the
+#: body through ``resp.write`` (no ``sendfile``), so that the cut sees every byte.
+RESPONSE_CUT_KEY: web.RequestKey[bool] = web.RequestKey("fake_manta.response_cut", bool)
+
+
 def _install_cut(request: web.Request, limit: int) -> Callable[[], bool]:
     """Cut the request body when there is one, otherwise the response body."""
     if request.body_exists and request.method not in {"GET", "HEAD"}:
@@ -315,6 +320,7 @@ def _install_cut(request: web.Request, limit: int) -> Callable[[], bool]:
         return lambda: body._cut
     writer = _CutWriter(request, limit)
     request._payload_writer = writer
+    request[RESPONSE_CUT_KEY] = True
     return lambda: writer.cut
 
 

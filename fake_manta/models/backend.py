@@ -14,7 +14,7 @@ import queue
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import BinaryIO, Literal, Protocol
 
 from fake_manta.errors import ContentMD5Mismatch, MaxContentLengthExceeded
 from fake_manta.models.entry import EMPTY_MD5, Entry, EntryType
@@ -77,6 +77,13 @@ class Backend(Protocol):
 
     def read_blob(self, blob: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Bytes ``[start, end)`` of ``blob`` (``end=None``: to the end), in chunks."""
+        ...
+
+    async def open_blob_file(self, blob: str) -> BinaryIO | None:
+        """An open file holding ``blob``'s bytes (for ``sendfile``), or None if not file-backed.
+
+        Raises FileNotFoundError / KeyError when the blob is gone. The caller closes the file.
+        """
         ...
 
     async def link_blob(self, blob: str) -> str:

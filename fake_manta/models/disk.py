@@ -302,6 +302,9 @@ class DiskBackend:
                 await asyncio.wait([ahead])
             await self._io(f.close)
 
+    async def open_blob_file(self, blob: str) -> BinaryIO | None:
+        return await self._io(self._open_blob, blob)
+
     def _open_blob(self, blob: str) -> BinaryIO:
         return open(self.blob_path(blob), "rb", buffering=0)
 

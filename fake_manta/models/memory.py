@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from typing import BinaryIO
 
 from fake_manta.models.backend import WRITE_BUFFER, ListQuery
 from fake_manta.models.entry import Entry
@@ -97,6 +98,9 @@ class MemoryBackend:
 
     async def new_writer(self) -> _MemoryWriter:
         return _MemoryWriter(self._blobs)
+
+    async def open_blob_file(self, blob: str) -> BinaryIO | None:
+        return None
 
     async def read_blob(
         self, blob: str, start: int = 0, end: int | None = None

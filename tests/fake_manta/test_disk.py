@@ -60,8 +60,12 @@ async def test_dropped_connection_mid_put_keeps_previous_version(tmp_path: Path)
             aiohttp.ClientSession() as s:
         async with s.put(f"{srv.url}/bob/stor/x", data=b"previous") as r:
             assert r.status == 204
-        _, writer = await asyncio.open_connection("127.0.0.1", srv.port)
-        writer.write(b"PUT /bob/stor/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        writer.write(b"PUT /bob/stor/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        # 100 Continue comes once the upload has begun (its temp file exists), so the wait
+        # below cannot see an empty tmp/ before the server even started.
+        assert (await reader.readline()).startswith(b"HTTP/1.1 100")
         writer.write(b"z" * 5000)
         await writer.drain()
         writer.close()
@@ -107,3 +111,47 @@ async def test_delete_and_reset_remove_blob_files(tmp_path: Path) -> None:
         assert blob_files(data_dir) == []
         async with s.get(f"{srv.url}/bob/stor/b") as r:
             assert r.status == 404
+
+
+async def test_fsync_option_keeps_objects_across_restart(tmp_path: Path) -> None:
+    """``fsync=True`` (``--fsync``): same behaviour, plus fsync before answering."""
+    data_dir = tmp_path / "m"
+    body = bytes(range(256)) * 40_000  # several write batches
+    async with FakeMantaServer(data_dir=data_dir, no_auth=True, fsync=True) as srv, \
+            aiohttp.ClientSession() as s:
+        assert srv.config.fsync
+        async with s.get(f"{srv.url}/_fake/state") as r:
+            assert (await r.json())["fsync"] is True
+        async with s.put(f"{srv.url}/bob/stor/x", data=body) as r:
+            assert r.status == 204
+            md5 = r.headers["Computed-MD5"]
+        async with s.put(f"{srv.url}/bob/stor/x", data=body[::-1]) as r:
+            assert r.status == 204
+        async with s.put(f"{srv.url}/bob/stor/x", data=body) as r:
+            assert r.status == 204
+    async with FakeMantaServer(data_dir=data_dir, no_auth=True) as srv, \
+            aiohttp.ClientSession() as s:
+        async with s.get(f"{srv.url}/bob/stor/x") as r:
+            assert r.headers["Content-MD5"] == md5
+            assert await r.read() == body
+        assert len(blob_files(data_dir)) == 1
+
+
+async def test_get_with_sendfile_full_and_ranges(tmp_path: Path) -> None:
+    """GET on disk goes through sendfile(2): whole object, a middle range, a suffix range."""
+    body = hashlib.sha512(b"seed").digest() * (3 * 1024 * 1024 // 64 + 7)
+    async with FakeMantaServer(data_dir=tmp_path / "m", no_auth=True) as srv, \
+            aiohttp.ClientSession() as s:
+        async with s.put(f"{srv.url}/bob/stor/big", data=body) as r:
+            assert r.status == 204
+        async with s.get(f"{srv.url}/bob/stor/big") as r:
+            assert r.status == 200 and int(r.headers["Content-Length"]) == len(body)
+            assert await r.read() == body
+        start, end = 1_000_003, 2_500_000
+        async with s.get(f"{srv.url}/bob/stor/big",
+                         headers={"Range": f"bytes={start}-{end}"}) as r:
+            assert r.status == 206
+            assert await r.read() == body[start : end + 1]
+        async with s.get(f"{srv.url}/bob/stor/big", headers={"Range": "bytes=-777"}) as r:
+            assert r.status == 206
+            assert await r.read() == body[-777:]

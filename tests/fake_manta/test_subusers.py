@@ -130,7 +130,8 @@ def test_cli_user_flag(tmp_path: Path) -> None:
         first = proc.stdout.readline()
         url = first.split("listening on ", 1)[1].split()[0]
         signer = dev_signer()
-        req = urllib.request.Request(url + "/alice/stor", headers=signer.sign("GET", "/alice/stor", {}))
+        req = urllib.request.Request(url + "/alice/stor",
+                                     headers=signer.sign("GET", "/alice/stor", {}))
         with urllib.request.urlopen(req) as resp:
             assert resp.status == 200
     finally:
