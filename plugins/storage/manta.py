@@ -53,7 +53,8 @@ DIRECTORY_TYPE = "application/x-json-stream; type=directory"
 PUT_DIRECTORY_TYPE = "application/json; type=directory"
 #: Largest page muskie allows; the marker row repeats at the top of the next page.
 LIST_LIMIT = 1024
-CHUNK_SIZE = 256 * 1024
+#: Read size of GET bodies.
+CHUNK_SIZE = 1024 * 1024
 #: Error bodies are small JSON; never read more than this of one.
 MAX_ERROR_BODY = 64 * 1024
 
@@ -284,9 +285,11 @@ class _BodyGuard:
     """Wraps one attempt's body iterator for aiohttp.
 
     It keeps the iterator's own exception (aiohttp would wrap it in a connection error), checks
-    that exactly ``size`` bytes come out, and holds each chunk back until the next one (or the
-    end) is known: when the iterator fails, even at its very end, Manta never receives the last
-    bytes, so it cannot commit the object.
+    that exactly ``size`` bytes come out, and holds back only the chunk that completes the body
+    until the iterator has ended cleanly: when the iterator fails, even at its very end (a sha1
+    check), Manta never receives the last bytes, so it cannot commit the object. Every other
+    chunk goes out as soon as it arrives, as a ``memoryview`` (no copy of what the socket does
+    not take at once).
     """
 
     def __init__(self, chunks: AsyncIterator[bytes], size: int) -> None:
@@ -294,33 +297,42 @@ class _BodyGuard:
         self.size = size
         self.error: BaseException | None = None
 
-    async def stream(self) -> AsyncIterator[bytes]:
-        total = 0
-        pending: bytes | None = None
+    async def _next(self) -> bytes | None:
+        """The next non-empty chunk, or ``None`` at the end; records the iterator's error."""
         while True:
             try:
                 chunk = await anext(self.chunks)
             except StopAsyncIteration:
-                break
+                return None
             except Exception as exc:
                 self.error = exc
                 raise
-            if not chunk:
-                continue
+            if chunk:
+                # bytes are immutable: a view is safe; anything else is copied once.
+                return chunk if isinstance(chunk, bytes) else bytes(chunk)
+
+    def _fail(self, message: str) -> StorageRequestFailed:
+        self.error = StorageRequestFailed(message)
+        return self.error
+
+    async def stream(self) -> AsyncIterator[memoryview]:
+        total = 0
+        while True:
+            chunk = await self._next()
+            if chunk is None:
+                if total != self.size:
+                    raise self._fail(f"the body ended after {total} of {self.size} bytes")
+                return
             total += len(chunk)
             if total > self.size:
-                self.error = StorageRequestFailed(
-                    f"the body is longer than its declared size {self.size}"
-                )
-                raise self.error
-            if pending is not None:
-                yield pending
-            pending = bytes(chunk)
-        if total != self.size:
-            self.error = StorageRequestFailed(f"the body ended after {total} of {self.size} bytes")
-            raise self.error
-        if pending is not None:
-            yield pending
+                raise self._fail(f"the body is longer than its declared size {self.size}")
+            if total == self.size:
+                # The last bytes: only once the iterator has ended without an error.
+                if await self._next() is not None:
+                    raise self._fail(f"the body is longer than its declared size {self.size}")
+                yield memoryview(chunk)
+                return
+            yield memoryview(chunk)
 
     async def aclose(self) -> None:
         """Close the caller's iterator (an open source file) even when it was never read."""

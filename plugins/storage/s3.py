@@ -40,7 +40,7 @@ except ImportError:  # the optional extra is missing: the kind still exists, cre
 else:
     HAVE_AIOBOTOCORE = True
 
-    class _NoResendSession(AIOHTTPSession):  # type: ignore[misc]
+    class _NoResendSession(AIOHTTPSession):
         """aiobotocore's HTTP session without aiohttp's silent resend.
 
         aiohttp resends an idempotent request (PUT, GET, HEAD, DELETE) once when the server
@@ -54,6 +54,7 @@ else:
             if hasattr(session, "_retry_connection"):
                 session._retry_connection = False
             return session
+
 
 from gateway import hookimpl
 from gateway.storage import (

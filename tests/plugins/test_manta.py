@@ -3,9 +3,9 @@ paging and error mapping, against the fake Manta (auth on) or a loopback request
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -387,7 +387,10 @@ async def test_a_many_chunk_body_goes_out_with_content_length_not_chunked(tmp_pa
     data = bytes(range(256)) * 20_000  # 5 MB in 1 MB chunks
     try:
         await target.put_object(
-            "/bob/stor/big", body_of(data, 1_000_000), size=len(data), content_md5=None,
+            "/bob/stor/big",
+            body_of(data, 1_000_000),
+            size=len(data),
+            content_md5=None,
             content_type="application/octet-stream",
         )
     finally:
@@ -421,8 +424,11 @@ async def test_a_server_that_never_sends_100_continue_still_gets_the_body(tmp_pa
         # Without the bound this waits forever; the guard only turns a hang into a failure.
         await asyncio.wait_for(
             target.put_object(
-                "/bob/stor/no-continue", body_of(data, 65536), size=len(data),
-                content_md5=md5_b64(data), content_type="application/octet-stream",
+                "/bob/stor/no-continue",
+                body_of(data, 65536),
+                size=len(data),
+                content_md5=md5_b64(data),
+                content_type="application/octet-stream",
             ),
             timeout=60,
         )
@@ -445,8 +451,11 @@ async def test_a_manta_that_stalls_before_100_continue_is_storage_unavailable(
         with pytest.raises(StorageUnavailable):
             await asyncio.wait_for(
                 harness.target.put_object(
-                    harness.path("stalled"), body_of(b"z" * 1000), size=1000,
-                    content_md5=md5_b64(b"z" * 1000), content_type="application/octet-stream",
+                    harness.path("stalled"),
+                    body_of(b"z" * 1000),
+                    size=1000,
+                    content_md5=md5_b64(b"z" * 1000),
+                    content_type="application/octet-stream",
                 ),
                 timeout=60,
             )
