@@ -8,8 +8,7 @@ they are closed only if they were opened.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Iterable
 
 from aiohttp import web
 from jsonschema.protocols import Validator
@@ -26,32 +25,18 @@ from gateway.appkeys import (
 )
 from gateway.catalog import ImageCatalog
 from gateway.middlewares import error_middleware, make_response_headers, version_middleware
-from gateway.plugins import Hooks, PluginError, build_plugin_manager
+from gateway.plugins import (
+    Hooks,
+    PluginError,
+    build_plugin_manager,
+    create_component,
+)
 from gateway.settings import Settings
 from gateway.storage import StorageTarget
 from gateway.validation import SchemaProblem, compile_schema
 from gateway.views import actions as action_views
 from gateway.views import images as image_views
 from gateway.views import ping as ping_views
-
-
-class ConfigurationError(RuntimeError):
-    """The app cannot be built from these settings and plugins; the message says why."""
-
-
-def _create_from(
-    section: str, config: Mapping[str, Any], factories: Mapping[str, Any], settings: Settings
-) -> Any:
-    kind = config.get("kind")
-    factory = factories.get(str(kind))
-    if factory is None:
-        known = ", ".join(sorted(factories)) or "none (is a plugin providing one disabled?)"
-        raise ConfigurationError(f"{section}.kind = {kind!r} is unknown; known kinds: {known}")
-    options = {k: v for k, v in config.items() if k != "kind"}
-    try:
-        return factory.create(options, settings)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ConfigurationError(f"[{section}] kind {kind!r}: {exc}") from exc
 
 
 async def _accounts_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -100,12 +85,12 @@ def create_app(settings: Settings, *, plugins: Iterable[object] = ()) -> web.App
             validators[name] = compile_schema(action.schema, owner=f"action {name!r} ({owner})")
         except SchemaProblem as exc:
             raise PluginError(str(exc)) from exc
-    catalog: ImageCatalog = _create_from(
+    catalog: ImageCatalog = create_component(
         "catalog", settings.catalog, provided.image_catalogs, settings
     )
     storage: StorageTarget | None = None
     if settings.storage:
-        storage = _create_from("storage", settings.storage, provided.storage_targets, settings)
+        storage = create_component("storage", settings.storage, provided.storage_targets, settings)
 
     # The app reads no body itself; the action view enforces max_body_size while streaming.
     app = web.Application(

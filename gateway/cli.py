@@ -17,8 +17,9 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
-from gateway.app import ConfigurationError, create_app
+from gateway.app import create_app
 from gateway.plugins import (
+    ConfigurationError,
     PluginError,
     build_plugin_manager,
     describe_plugins,

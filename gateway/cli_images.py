@@ -18,7 +18,13 @@ from typing import Any
 
 from gateway.accounts import AccountStore
 from gateway.catalog import CatalogError, ImageCatalog, InvalidManifest
-from gateway.plugins import Hooks, PluginError, build_plugin_manager
+from gateway.plugins import (
+    ConfigurationError,
+    Hooks,
+    PluginError,
+    build_plugin_manager,
+    create_component,
+)
 from gateway.settings import Settings, SettingsError, load_settings
 
 CHUNK_SIZE = 1024 * 1024
@@ -50,16 +56,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 def catalog_for(settings: Settings) -> ImageCatalog:
     """The catalog ``settings.catalog`` selects, built by the plugin that provides its kind."""
     factories = Hooks(build_plugin_manager(settings)).provided().image_catalogs
-    kind = str(settings.catalog.get("kind"))
-    factory = factories.get(kind)
-    if factory is None:
-        known = ", ".join(sorted(factories)) or "none"
-        raise CliError(f"catalog.kind = {kind!r} is unknown; known kinds: {known}")
-    options = {k: v for k, v in settings.catalog.items() if k != "kind"}
     try:
-        return factory.create(options, settings)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise CliError(f"[catalog] kind {kind!r}: {exc}") from exc
+        catalog: ImageCatalog = create_component("catalog", settings.catalog, factories, settings)
+    except ConfigurationError as exc:
+        raise CliError(str(exc)) from exc
+    return catalog
 
 
 async def _read_file(path: Path) -> AsyncIterator[bytes]:

@@ -43,6 +43,12 @@ class BadRequest(GatewayError):
     status, code = 400, "BadRequest"
 
 
+class InvalidContent(GatewayError):
+    """A body that cannot be parsed (e.g. malformed JSON), as restify words it."""
+
+    status, code = 400, "InvalidContent"
+
+
 class InvalidHeader(GatewayError):
     status, code = 400, "InvalidHeader"
 
@@ -110,6 +116,12 @@ class InvalidParameter(GatewayError):
 
 class ValidationFailed(GatewayError):
     status, code = 422, "ValidationFailed"
+
+
+class ImageHasDependentImages(GatewayError):
+    """IMGAPI's refusal to delete an image that incremental images use as their origin."""
+
+    status, code = 422, "ImageHasDependentImages"
 
 
 class NotImageOwner(GatewayError):

@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.accounts import Account
 from gateway.catalog import Image, ImageCatalog
-from gateway.errors import GatewayError, InvalidArgument, InvalidParameter, ResourceNotFound
+from gateway.errors import InvalidArgument, InvalidParameter, ResourceNotFound
 from gateway.versioning import LATEST_VERSION, Version, parse_version
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -29,10 +29,6 @@ KNOWN_ERROR_CODES = ("PrepareImageDidNotRun", "VmHasNoOrigin", "NotSupported")
 LEGACY_TYPES = {"smartmachine": "zone-dataset", "virtualmachine": "zvol"}
 
 
-class ImageHasDependentImages(GatewayError):
-    """IMGAPI's refusal to delete an image that incremental images use as their origin."""
-
-    status, code = 422, "ImageHasDependentImages"
 
 
 def is_activated(image: Image) -> bool:

@@ -39,6 +39,29 @@ class PluginError(RuntimeError):
     """A plugin cannot be loaded or conflicts with another one; the start must stop."""
 
 
+class ConfigurationError(RuntimeError):
+    """A ``[catalog]`` or ``[storage]`` section names no known kind or is refused by its plugin."""
+
+
+def create_component(
+    section: str, config: Mapping[str, Any], factories: Mapping[str, Any], settings: Settings
+) -> Any:
+    """Build what ``config["kind"]`` selects among ``factories`` (catalogs or storage targets).
+
+    The one place that turns a settings section into a plugin object, for the app and the CLI.
+    """
+    kind = config.get("kind")
+    factory = factories.get(str(kind))
+    if factory is None:
+        known = ", ".join(sorted(factories)) or "none (is a plugin providing one disabled?)"
+        raise ConfigurationError(f"{section}.kind = {kind!r} is unknown; known kinds: {known}")
+    options = {k: v for k, v in config.items() if k != "kind"}
+    try:
+        return factory.create(options, settings)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigurationError(f"[{section}] kind {kind!r}: {exc}") from exc
+
+
 def disabled_plugin_names(settings: Settings, env: Mapping[str, str] | None = None) -> set[str]:
     """Names from the settings plus the comma-separated ``CLOUDAPI_GATEWAY_DISABLED_PLUGINS``."""
     env = os.environ if env is None else env

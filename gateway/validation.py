@@ -20,15 +20,11 @@ from jsonschema import exceptions as js_exceptions
 from jsonschema import validators
 from jsonschema.protocols import Validator
 
-from gateway.errors import BadRequest, GatewayError, InvalidArgument, MissingParameter
+from gateway.errors import GatewayError, InvalidArgument, MissingParameter
 
 log = logging.getLogger(__name__)
 
 
-class InvalidContent(BadRequest):
-    """restify's ``400 InvalidContent``: a body that cannot be parsed (e.g. malformed JSON)."""
-
-    code = "InvalidContent"
 
 
 class SchemaProblem(ValueError):

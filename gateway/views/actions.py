@@ -21,13 +21,14 @@ from gateway.auth import authenticate
 from gateway.errors import (
     InternalError,
     InvalidArgument,
+    InvalidContent,
     MissingParameter,
     RequestTooLarge,
     UnsupportedMediaType,
 )
 from gateway.images import get_visible_image
 from gateway.middlewares import json_response
-from gateway.validation import InvalidContent, validate_params
+from gateway.validation import validate_params
 from gateway.versioning import LATEST_VERSION
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,8 @@ from aiohttp import web
 from gateway import auth
 from gateway.appkeys import API_VERSION, CATALOG
 from gateway.catalog import ImageCatalog
-from gateway.errors import NotImageOwner
+from gateway.errors import ImageHasDependentImages, NotImageOwner
 from gateway.images import (
-    ImageHasDependentImages,
     filter_images,
     get_visible_image,
     to_cloudapi_image,

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from export_env import ExportEnv, make_env
-from storage_targets import moto_s3, open_target  # noqa: F401 - fixture
+from storage_targets import TARGET_NAMES, open_target
 
 
-@pytest.fixture(params=("manta-memory", "manta-disk", "s3"))
+@pytest.fixture(params=TARGET_NAMES)
 async def env(
     request: pytest.FixtureRequest, tmp_path: Path, aiohttp_client: Any
 ) -> AsyncIterator[ExportEnv]:

@@ -9,9 +9,15 @@ from typing import Any
 import pytest
 
 from gateway import hookimpl
-from gateway.app import ConfigurationError, create_app
+from gateway.app import create_app
 from gateway.appkeys import ACTIONS, CATALOG, PLUGIN_MANAGER, STORAGE
-from gateway.plugins import DEFAULT_PLUGINS, Hooks, PluginError, build_plugin_manager
+from gateway.plugins import (
+    DEFAULT_PLUGINS,
+    ConfigurationError,
+    Hooks,
+    PluginError,
+    build_plugin_manager,
+)
 from gateway.settings import Settings
 from gateway.storage import ObjectInfo
 from tests.helpers import EchoAction, EchoPlugin, import_image
