@@ -8,16 +8,18 @@ generated here and written in OpenSSH format to a temporary ``$HOME/.ssh``, wher
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from node_manta_tools import NODE_MANTA, ClientKey, NodeManta, start_manta
 from npm_tools import ensure_npm_package
 
 from fake_manta import ThreadedFakeManta
+from gateway.devmode import DevEnvironment, running
 
 
 @pytest.fixture(scope="session")
@@ -39,8 +41,9 @@ def client_keys() -> dict[str, ClientKey]:
 
 
 @pytest.fixture(scope="session")
-def client_home(tmp_path_factory: pytest.TempPathFactory,
-                client_keys: dict[str, ClientKey]) -> Path:
+def client_home(
+    tmp_path_factory: pytest.TempPathFactory, client_keys: dict[str, ClientKey]
+) -> Path:
     """A HOME whose ``.ssh`` holds every key, in OpenSSH private-key format."""
     home = tmp_path_factory.mktemp("node-home")
     ssh = home / ".ssh"
@@ -59,8 +62,11 @@ def client_home(tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture(scope="module", params=["memory", "disk"])
-def manta_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-                 client_keys: dict[str, ClientKey]) -> Iterator[ThreadedFakeManta]:
+def manta_server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    client_keys: dict[str, ClientKey],
+) -> Iterator[ThreadedFakeManta]:
     """One fake Manta per backend for a whole module (tests use distinct paths)."""
     data_dir = tmp_path_factory.mktemp("manta-data") if request.param == "disk" else None
     # A small MPU minimum part size keeps mmpu tests small; the CLI never checks it.
@@ -72,7 +78,18 @@ def manta_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 
 @pytest.fixture
-def node_manta(node_manta_bin: Path, client_home: Path, manta_server: ThreadedFakeManta,
-               client_keys: dict[str, ClientKey]) -> NodeManta:
+def node_manta(
+    node_manta_bin: Path,
+    client_home: Path,
+    manta_server: ThreadedFakeManta,
+    client_keys: dict[str, ClientKey],
+) -> NodeManta:
     """node-manta as alice with her RSA key (what most users have)."""
     return NodeManta(node_manta_bin, client_home, manta_server.url, "alice", client_keys["rsa"])
+
+
+@pytest.fixture
+async def dev(tmp_path: Path) -> AsyncIterator[tuple[DevEnvironment, web.Application]]:
+    """The dev setup (fake Manta, gateway, account ``dev``, demo image) in this process."""
+    async with running(tmp_path / "data", port=0, manta_port=0) as pair:
+        yield pair

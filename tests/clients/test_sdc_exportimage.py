@@ -7,64 +7,20 @@ agent; node-manta's ``mget`` reads back what was exported.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import os
-import shutil
-from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
 from aiohttp import web
+from export_clients import MANTA, node_env, run
 from npm_tools import ensure_npm_package
 
-from gateway.devmode import DevEnvironment, running
+from gateway.devmode import DevEnvironment
 
 pytestmark = pytest.mark.clients
 
 SMARTDC = ("smartdc", "9.0.1")
-MANTA = ("manta", "5.4.2")
-
-
-@pytest.fixture
-async def dev(tmp_path: Path) -> AsyncIterator[tuple[DevEnvironment, web.Application]]:
-    async with running(tmp_path / "data", port=0, manta_port=0) as pair:
-        yield pair
-
-
-def node_env(env: DevEnvironment, home: Path) -> dict[str, str]:
-    """A workstation's environment: SDC_* and MANTA_* set, the key in ~/.ssh, no agent."""
-    ssh = home / ".ssh"
-    ssh.mkdir(parents=True, exist_ok=True)
-    shutil.copy(env.dev_key.path, ssh / "id_rsa")
-    shutil.copy(str(env.dev_key.path) + ".pub", ssh / "id_rsa.pub")
-    os.chmod(ssh / "id_rsa", 0o600)
-    keep = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SDC_", "TRITON_", "MANTA_")) and k != "SSH_AUTH_SOCK"
-    }
-    return {
-        **keep,
-        "HOME": str(home),
-        "SDC_URL": env.gateway_url,
-        "SDC_ACCOUNT": "dev",
-        "SDC_KEY_ID": env.dev_key.fingerprint,
-        "MANTA_URL": env.manta_url,
-        "MANTA_USER": "dev",
-        "MANTA_KEY_ID": env.dev_key.fingerprint,
-    }
-
-
-async def run(cmd: list[str], environ: Mapping[str, str]) -> tuple[int, str, str]:
-    """Run a node CLI without blocking the loop that serves it."""
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, env=dict(environ), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 180)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_sdc_exportimage_template_and_directory_then_mget(
