@@ -57,6 +57,7 @@ else:
 
 
 from gateway import hookimpl
+from gateway.plugin_support import SectionReader, backoff_delay
 from gateway.storage import (
     AccessDenied,
     BodyFactory,
@@ -68,7 +69,6 @@ from gateway.storage import (
     StorageTarget,
     StorageUnavailable,
 )
-from plugins.storage.manta import SectionReader, backoff_delay
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -251,6 +251,20 @@ def _is_root(key: str) -> bool:
 
 def _md5_b64(data: bytes | bytearray | memoryview) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()  # MD5 is the wire format
+
+
+def _written(
+    path: str, size: int, md5: str, etag: str | None, content_type: str
+) -> ObjectInfo:
+    """What a completed PUT (single or multipart) stored at ``path``."""
+    return ObjectInfo(
+        path=path,
+        type="object",
+        size=size,
+        content_md5=md5,
+        etag=etag.strip('"') if etag else None,
+        content_type=content_type,
+    )
 
 
 def _etag_md5(etag: str | None) -> str | None:
@@ -575,15 +589,7 @@ class S3Target:
                 Metadata={MD5_METADATA: md5},
             ),
         )
-        etag = response.get("ETag")
-        return ObjectInfo(
-            path=path,
-            type="object",
-            size=size,
-            content_md5=md5,
-            etag=etag.strip('"') if etag else None,
-            content_type=content_type,
-        )
+        return _written(path, size, md5, response.get("ETag"), content_type)
 
     async def _put_multipart(
         self,
@@ -623,15 +629,7 @@ class S3Target:
         except BaseException:
             await self._abort(path, key, upload_id)
             raise
-        etag = done.get("ETag")
-        return ObjectInfo(
-            path=path,
-            type="object",
-            size=size,
-            content_md5=md5,
-            etag=etag.strip('"') if etag else None,
-            content_type=content_type,
-        )
+        return _written(path, size, md5, done.get("ETag"), content_type)
 
     async def _upload_parts(
         self,
