@@ -63,9 +63,9 @@ log = logging.getLogger(__name__)
 HASH_OFF_LOOP = 1024 * 1024
 #: Bytes hashed per worker-thread call: fewer thread hops (and GIL hand-offs) per byte.
 HASH_BATCH = 4 * 1024 * 1024
-#: Catalog chunks read ahead of the upload (4 MiB each from the embedded catalog). An export
+#: Catalog chunks read ahead of the upload (1 MiB each from the embedded catalog). An export
 #: holds at most about ``READ_AHEAD`` chunks, plus the batch being hashed and the chunk being
-#: sent: about 25 MiB with the embedded catalog, whatever the image size.
+#: sent: about 10 MiB with the embedded catalog, whatever the image size.
 READ_AHEAD = 4
 
 

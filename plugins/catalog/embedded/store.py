@@ -33,9 +33,6 @@ from gateway.catalog import (
 from plugins.catalog.embedded.manifest import serialize_manifest, validate_manifest
 
 CHUNK_SIZE = 1024 * 1024
-#: Reads for open_file: fewer thread hops and allocations per byte on multi-GiB exports, while a
-#: reader that runs a few chunks ahead still holds only tens of MiB.
-READ_CHUNK_SIZE = 4 * 1024 * 1024
 #: Leftovers of a crashed import or delete older than this are swept when the catalog opens
 #: (younger ones may belong to another process, e.g. a CLI import while the server runs).
 STALE_AFTER = 24 * 3600.0
@@ -138,7 +135,7 @@ class EmbeddedCatalog:
         return self.root / uuid / f"file{index}"
 
     async def open_file(self, uuid: str, index: int = 0) -> AsyncIterator[bytes]:
-        """Stream ``files[index]`` in 4 MiB chunks, each read in a worker thread."""
+        """Stream ``files[index]`` in 1 MiB chunks, each read in a worker thread."""
         image = await self.get_image(uuid)
         if image is None:
             raise CatalogError(f"image {uuid} not found")
@@ -146,7 +143,7 @@ class EmbeddedCatalog:
             raise CatalogError(f"image {uuid} has no file {index}")
         fh = await asyncio.to_thread(open, self.file_path(uuid, index), "rb")
         try:
-            while chunk := await asyncio.to_thread(fh.read, READ_CHUNK_SIZE):
+            while chunk := await asyncio.to_thread(fh.read, CHUNK_SIZE):
                 yield chunk
         finally:
             await asyncio.to_thread(fh.close)
