@@ -303,9 +303,7 @@ class Store:
         path = f"{upload.path}/{part}"
         try:
             async with self._lock:
-                fresh = await self.backend.get(upload.path)
-                if fresh is None or fresh.upload is None:
-                    raise ResourceNotFound(f"{upload.path} was not found")
+                fresh, _ = await self._reload_upload(upload)
                 self.check_upload_open(fresh)
         except BaseException:
             if data.blob is not None:
@@ -317,10 +315,7 @@ class Store:
         """Concatenate the parts into the target object (true whole-object MD5, off the loop)."""
         summary = b64md5(hashlib.md5("".join(part_etags).encode()).digest())  # wire format
         async with self._lock:
-            fresh = await self.backend.get(upload.path)
-            if fresh is None or fresh.upload is None:
-                raise ResourceNotFound(f"{upload.path} was not found")
-            u = fresh.upload
+            fresh, u = await self._reload_upload(upload)
             if u["state"] == "done":
                 if u["result"] == "aborted":
                     raise InvalidMultipartUploadState(f"upload {u['id']}: already aborted")
@@ -404,12 +399,17 @@ class Store:
             raise OperationNotAllowedOnDirectory(f"{path} is a directory")
         await self.check_parent(path)
 
+    async def _reload_upload(self, upload: Entry) -> tuple[Entry, dict[str, Any]]:
+        """The upload's current entry and record (call under the lock): another request may
+        have ended it since ``upload`` was read."""
+        fresh = await self.backend.get(upload.path)
+        if fresh is None or fresh.upload is None:
+            raise ResourceNotFound(f"{upload.path} was not found")
+        return fresh, fresh.upload
+
     async def abort_upload(self, upload: Entry) -> None:
         async with self._lock:
-            fresh = await self.backend.get(upload.path)
-            if fresh is None or fresh.upload is None:
-                raise ResourceNotFound(f"{upload.path} was not found")
-            u = fresh.upload
+            fresh, u = await self._reload_upload(upload)
             if u["state"] == "done":
                 if u["result"] == "committed":
                     raise InvalidMultipartUploadState(f"upload {u['id']}: already committed")
