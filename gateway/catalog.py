@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -109,6 +109,23 @@ class ImageCatalog(Protocol):
 
     def open_file(self, uuid: str, index: int = 0) -> AsyncIterator[bytes]:
         """Stream the bytes of ``files[index]`` of image ``uuid`` (an async generator)."""
+
+
+@runtime_checkable
+class LocalFileCatalog(Protocol):
+    """Optional: a catalog that keeps image files on the gateway's own filesystem.
+
+    Offering the open file lets a storage target send it with ``sendfile`` (no copy through
+    Python) while the export hashes it in a thread. Catalogs without local files leave it out;
+    ``open_file`` is always the fallback.
+    """
+
+    async def open_local_file(self, uuid: str, index: int = 0) -> BinaryIO:
+        """Open ``files[index]`` of image ``uuid`` for reading; the caller closes it.
+
+        Raises ``CatalogError`` for an unknown image or index, ``OSError`` when the file is
+        unreadable. The file must not change while open (the embedded catalog never rewrites one).
+        """
 
 
 @runtime_checkable

@@ -8,9 +8,10 @@ exceptions, so the export action can map them to CloudAPI errors the same way fo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -18,6 +19,34 @@ if TYPE_CHECKING:
 #: Returns a fresh iterator over the whole body each time it is called, so that a target may
 #: restart an upload from the first byte when it retries.
 BodyFactory = Callable[[], AsyncIterator[bytes]]
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A body's bytes as an open local file, ready for ``sendfile``.
+
+    ``verified`` resolves once the producer knows the bytes are good (the export's sha1 runs
+    in a thread beside the upload) and raises the producer's error otherwise. A target sends
+    at most ``size - 1`` bytes before awaiting it, so a bad file is never committed.
+    """
+
+    file: BinaryIO
+    size: int
+    verified: Callable[[], Awaitable[None]]
+
+
+@runtime_checkable
+class LocalFileBody(Protocol):
+    """A ``BodyFactory`` that can also offer its bytes as a ``LocalFile``.
+
+    Targets that can use ``sendfile`` enter ``local_file()`` once per attempt; when it yields
+    ``None`` (the catalog keeps no local copy), or for any other target, calling the body gives
+    the usual iterator.
+    """
+
+    def __call__(self) -> AsyncIterator[bytes]: ...
+
+    def local_file(self) -> AbstractAsyncContextManager[LocalFile | None]: ...
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,11 @@ timeouts and 503s; an upload restarts from ``body()``. Manta's error bodies beco
 is bounded only by ``connect_timeout`` and by ``read_timeout`` between two reads. An upload
 waits at most ``continue_timeout`` for ``100 Continue`` and then sends its body anyway, as curl
 does (aiohttp alone would wait forever: its read timeout starts only after the body is sent).
+
+A body that offers a local file (``LocalFileBody``, the export's image file) goes out with
+``sendfile`` over plain HTTP: the kernel moves the bytes, the gateway neither copies nor touches
+them. Its last byte waits for the producer's verdict, and every 8 MiB must leave within
+``read_timeout``, so a Manta that stops reading mid-body fails the attempt.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiohttp
+from aiohttp.payload import Payload
 from yarl import URL
 
 from gateway import __version__, hookimpl
@@ -35,6 +41,8 @@ from gateway.storage import (
     BodyFactory,
     ChecksumMismatch,
     DirectoryDoesNotExist,
+    LocalFile,
+    LocalFileBody,
     ObjectInfo,
     ObjectNotFound,
     ParentNotDirectory,
@@ -55,6 +63,8 @@ PUT_DIRECTORY_TYPE = "application/json; type=directory"
 LIST_LIMIT = 1024
 #: Read size of GET bodies.
 CHUNK_SIZE = 1024 * 1024
+#: A local-file body goes out in sendfile calls of this size, each bounded by ``read_timeout``.
+SENDFILE_WINDOW = 8 * 1024 * 1024
 #: Error bodies are small JSON; never read more than this of one.
 MAX_ERROR_BODY = 64 * 1024
 
@@ -262,12 +272,109 @@ class _BodyGuard:
                 return
             yield memoryview(chunk)
 
+    def payload(self) -> AsyncIterator[memoryview]:
+        """What aiohttp sends."""
+        return self.stream()
+
     async def aclose(self) -> None:
         """Close the caller's iterator (an open source file) even when it was never read."""
         close = getattr(self.chunks, "aclose", None)
         if close is not None:
             with contextlib.suppress(RuntimeError):  # still running in an abandoned writer
                 await close()
+
+
+class _FileSender:
+    """Sends a ``LocalFile`` with ``sendfile``: no copy through Python, no per-chunk work.
+
+    As ``_BodyGuard`` does, it holds back the last byte until the producer's check
+    (``verified``) has passed, and keeps the producer's own exception in ``error``.
+    """
+
+    def __init__(self, local: LocalFile, size: int, stall_timeout: float) -> None:
+        self.local = local
+        self.size = size
+        #: Longest wait for one ``SENDFILE_WINDOW`` to go out: a Manta that stops reading
+        #: mid-body fails the attempt instead of holding it forever.
+        self.stall_timeout = stall_timeout
+        self.error: BaseException | None = None
+
+    def _fail(self, error: BaseException) -> BaseException:
+        self.error = error
+        return error
+
+    def payload(self) -> Payload:
+        """What aiohttp sends."""
+        return _SendfilePayload(self)
+
+    async def send(self, writer: Any) -> None:
+        """Write the body on the request's connection (headers are already out)."""
+        if self.local.size != self.size:
+            raise self._fail(
+                StorageRequestFailed(f"the body has {self.local.size} bytes, not {self.size}")
+            )
+        send_headers = getattr(writer, "send_headers", None)
+        if send_headers is not None:
+            send_headers()
+        await writer.drain()
+        transport = writer.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the connection closed before the body was sent")
+        head = max(self.size - 1, 0)
+        sent = await self._sendfile(transport, 0, head)
+        try:
+            await self.local.verified()  # a short file is the producer's error first
+        except Exception as exc:
+            raise self._fail(exc) from None
+        if sent != head:
+            raise self._fail(
+                StorageRequestFailed(f"the body ended after {sent} of {self.size} bytes")
+            )
+        if self.size:
+            await self._sendfile(transport, head, 1)
+
+    async def _sendfile(self, transport: asyncio.Transport, offset: int, count: int) -> int:
+        """Send ``count`` bytes from ``offset`` in windows; returns how many the file had."""
+        loop = asyncio.get_running_loop()
+        sent = 0
+        while sent < count:
+            window = min(SENDFILE_WINDOW, count - sent)
+            try:
+                async with asyncio.timeout(self.stall_timeout):
+                    done = await loop.sendfile(transport, self.local.file, offset + sent, window)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"Manta took in no {window} bytes of the body for {self.stall_timeout} s"
+                ) from None
+            sent += done
+            if done < window:  # the file ended early
+                break
+        return sent
+
+    async def aclose(self) -> None:
+        """Nothing to release: the body's ``local_file`` context owns the file."""
+
+
+class _SendfilePayload(Payload):
+    """An aiohttp payload whose writing is ``_FileSender.send``."""
+
+    _value: _FileSender
+
+    def __init__(self, sender: _FileSender) -> None:
+        super().__init__(sender, content_type="application/octet-stream")
+        self._size = sender.size
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        raise TypeError("a file body has no text form")
+
+    async def write(self, writer: Any) -> None:
+        await self._value.send(writer)
+
+    async def write_with_length(self, writer: Any, content_length: int | None) -> None:
+        await self._value.send(writer)
+
+
+_Sender = _BodyGuard | _FileSender
 
 
 class MantaTarget:
@@ -278,6 +385,8 @@ class MantaTarget:
         self.signer = signer
         self.public_url = config.public_url
         self._session: aiohttp.ClientSession | None = None
+        #: Local-file bodies go out with sendfile, which needs a plain TCP connection.
+        self._sendfile = config.url.startswith("http://")
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -334,12 +443,8 @@ class MantaTarget:
         url, signed_path = self._url(path, query)
         attempt = 0
         while True:
-            guard = _BodyGuard(body(), size) if body is not None else None
-            try:
-                outcome = await self._attempt(method, url, signed_path, path, ok, headers, guard)
-            finally:
-                if guard is not None:
-                    await guard.aclose()
+            async with self._sender(body, size) as sender:
+                outcome = await self._attempt(method, url, signed_path, path, ok, headers, sender)
             if isinstance(outcome, aiohttp.ClientResponse):
                 return outcome
             if not isinstance(outcome, StorageUnavailable) or attempt >= self.config.retries:
@@ -351,6 +456,24 @@ class MantaTarget:
             attempt += 1
             await asyncio.sleep(delay)
 
+    @contextlib.asynccontextmanager
+    async def _sender(self, body: BodyFactory | None, size: int) -> AsyncIterator[_Sender | None]:
+        """One attempt's body: sent from the local file when the body offers one and the
+        connection is plain TCP (sendfile cannot go through TLS), else from its iterator."""
+        if body is None:
+            yield None
+            return
+        if self._sendfile and isinstance(body, LocalFileBody):
+            async with body.local_file() as local:
+                if local is not None:
+                    yield _FileSender(local, size, self.config.read_timeout)
+                    return
+        guard = _BodyGuard(body(), size)
+        try:
+            yield guard
+        finally:
+            await guard.aclose()
+
     async def _attempt(
         self,
         method: str,
@@ -359,11 +482,11 @@ class MantaTarget:
         path: str,
         ok: tuple[int, ...],
         headers: Mapping[str, str] | None,
-        guard: _BodyGuard | None,
+        guard: _Sender | None,
     ) -> aiohttp.ClientResponse | StorageError:
         """One signed request: the response if its status is in ``ok``, else the error to raise
         or retry. The body iterator's own exception is raised as it is."""
-        data: Any = guard.stream() if guard is not None else None
+        data: Any = guard.payload() if guard is not None else None
         if guard is None and method in ("PUT", "POST"):
             data = b""
         sent = self.signer.sign(

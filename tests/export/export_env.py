@@ -149,12 +149,13 @@ async def make_env(
     data_dir: Path,
     *,
     server_kwargs: dict[str, Any] | None = None,
+    plugins: tuple[object, ...] = (),
     **settings: Any,
 ) -> ExportEnv:
     """Start a gateway on ``harness`` and add the callers bob (the harness's login) and alice."""
     base = Settings(data_dir=data_dir, storage=harness.storage, load_entrypoints=True)
     values = {**base.__dict__, **settings}
-    app = create_app(Settings(**values))
+    app = create_app(Settings(**values), plugins=plugins)
     client = await aiohttp_client(app, server_kwargs=server_kwargs or {})
     bob, bob_signer = add_caller(app, harness.login)
     alice, alice_signer = add_caller(app, "alice")

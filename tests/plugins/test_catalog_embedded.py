@@ -20,6 +20,7 @@ from gateway.catalog import (
     ImageCatalog,
     ImageFileMismatch,
     InvalidManifest,
+    LocalFileCatalog,
 )
 from gateway.plugins import Hooks, build_plugin_manager
 from gateway.settings import Settings
@@ -147,6 +148,19 @@ async def test_open_file_streams_mebibyte_chunks(catalog: EmbeddedCatalog) -> No
     with pytest.raises(CatalogError):
         async for _ in catalog.open_file(UUID, 1):
             pass
+
+
+async def test_open_local_file_gives_the_imported_bytes(catalog: EmbeddedCatalog) -> None:
+    """What the export sends with sendfile: the very file the import renamed into place."""
+    assert isinstance(catalog, LocalFileCatalog)
+    await catalog.import_image(manifest(), chunks(DATA))
+    fh = await catalog.open_local_file(UUID)
+    with fh:
+        assert fh.read() == DATA
+    with pytest.raises(CatalogError, match="has no file 1"):
+        await catalog.open_local_file(UUID, 1)
+    with pytest.raises(CatalogError, match="not found"):
+        await catalog.open_local_file("0b5e7b0c-0000-4222-8333-944444444444")
 
 
 async def test_image_survives_reopen(tmp_path: Path, catalog: EmbeddedCatalog) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ from gateway.settings import Settings
 from gateway.storage import (
     AccessDenied,
     DirectoryDoesNotExist,
+    LocalFile,
+    LocalFileBody,
     StorageRequestFailed,
     StorageTarget,
     StorageUnavailable,
@@ -469,3 +473,235 @@ def test_continue_timeout_is_a_setting(tmp_path: Path) -> None:
     assert MantaConfig.from_mapping({**base, "continue_timeout": "0.25"}).continue_timeout == 0.25
     with pytest.raises(ValueError, match="continue_timeout must be a number"):
         MantaConfig.from_mapping({**base, "continue_timeout": -1})
+
+
+# --- local-file bodies: sendfile, with the last byte held back ---------------------------------
+
+
+class _Refused(Exception):
+    """The producer's own verdict against its file."""
+
+
+async def _accept() -> None:
+    return None
+
+
+class FileBody:
+    """A ``LocalFileBody`` over a file on disk whose verdict the test decides.
+
+    ``calls`` counts the iterator's uses: zero means every byte went out through sendfile.
+    """
+
+    def __init__(
+        self, path: Path, verdict: Callable[[], Awaitable[None]] = _accept, *, local: bool = True
+    ) -> None:
+        self.path = path
+        self.verdict = verdict
+        self.local = local
+        self.calls = 0
+
+    def __call__(self) -> AsyncIterator[bytes]:
+        self.calls += 1
+        data = self.path.read_bytes()
+        return body_of(data, 65536)()
+
+    @contextlib.asynccontextmanager
+    async def local_file(self) -> AsyncIterator[LocalFile | None]:
+        if not self.local:
+            yield None
+            return
+        with self.path.open("rb") as fh:
+            yield LocalFile(file=fh, size=self.path.stat().st_size, verified=self.verdict)
+
+
+def _file_of(tmp_path: Path, size: int) -> tuple[Path, bytes]:
+    data = os.urandom(size)
+    path = tmp_path / "body.bin"
+    path.write_bytes(data)
+    return path, data
+
+
+def test_the_test_body_is_a_local_file_body(tmp_path: Path) -> None:
+    assert isinstance(FileBody(tmp_path / "x"), LocalFileBody)
+
+
+@pytest.mark.parametrize("local", [True, False], ids=["sendfile", "iterator"])
+async def test_a_local_file_body_arrives_byte_for_byte(tmp_path: Path, local: bool) -> None:
+    seen: list[tuple[dict[str, str], bytes]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append((dict(request.headers), await request.content.read()))
+        return web.Response(status=204)
+
+    target, runner = await open_against_recorder(tmp_path, record)
+    path, data = _file_of(tmp_path, 3 * 1024 * 1024 + 17)
+    body = FileBody(path, local=local)
+    try:
+        await target.put_object(
+            "/bob/stor/sent",
+            body,
+            size=len(data),
+            content_md5=md5_b64(data),
+            content_type="application/octet-stream",
+        )
+    finally:
+        await target.close()
+        await runner.cleanup()
+    headers, received = seen[0]
+    assert received == data
+    assert headers["Content-Length"] == str(len(data))
+    assert "Transfer-Encoding" not in headers
+    assert headers["Expect"].lower() == "100-continue"
+    assert body.calls == (0 if local else 1)
+
+
+async def test_the_last_byte_waits_for_the_verdict(tmp_path: Path) -> None:
+    """Manta commits an object only once it has Content-Length bytes: while the producer is
+    still checking its file, exactly one byte is missing."""
+    size = 2 * 1024 * 1024
+    received = 0
+    got_head = asyncio.Event()
+    seen: list[bytes] = []
+
+    async def record(request: web.Request) -> web.Response:
+        nonlocal received
+        parts = []
+        while chunk := await request.content.readany():
+            parts.append(chunk)
+            received += len(chunk)
+            if received >= size - 1:
+                got_head.set()
+        seen.append(b"".join(parts))
+        return web.Response(status=204)
+
+    checked: list[int] = []
+
+    async def slow_verdict() -> None:
+        await asyncio.wait_for(got_head.wait(), 30)
+        await asyncio.sleep(0.2)  # time for a wrongly sent last byte to arrive
+        checked.append(received)
+
+    target, runner = await open_against_recorder(tmp_path, record)
+    path, data = _file_of(tmp_path, size)
+    try:
+        await target.put_object(
+            "/bob/stor/held",
+            FileBody(path, slow_verdict),
+            size=size,
+            content_md5=None,
+            content_type="application/octet-stream",
+        )
+    finally:
+        await target.close()
+        await runner.cleanup()
+    assert checked == [size - 1]
+    assert seen == [data]
+
+
+async def test_a_refused_verdict_is_raised_as_it_is_and_manta_keeps_nothing(
+    tmp_path: Path,
+) -> None:
+    verdicts = 0
+
+    async def refuse() -> None:
+        nonlocal verdicts
+        verdicts += 1
+        raise _Refused("the file is not what its manifest says")
+
+    async with manta_target(tmp_path) as harness:
+        path, data = _file_of(tmp_path, 1024 * 1024)
+        with pytest.raises(_Refused):
+            await harness.target.put_object(
+                harness.path("refused"),
+                FileBody(path, refuse),
+                size=len(data),
+                content_md5=md5_b64(data),
+                content_type="application/octet-stream",
+            )
+        await asyncio.sleep(0.2)  # a commit in flight would land by now
+        assert await harness.target.stat(harness.path("refused")) is None
+    assert verdicts == 1  # the producer's error is final: no retry
+
+
+async def test_a_file_shorter_than_its_size_is_refused_before_sending(tmp_path: Path) -> None:
+    async with manta_target(tmp_path) as harness:
+        path, _ = _file_of(tmp_path, 4096)
+        with pytest.raises(StorageRequestFailed, match="4096 bytes, not 5000"):
+            await harness.target.put_object(
+                harness.path("short"),
+                FileBody(path),
+                size=5000,
+                content_md5=None,
+                content_type="application/octet-stream",
+            )
+        assert await harness.target.stat(harness.path("short")) is None
+
+
+async def test_a_local_file_upload_cut_once_is_retried_from_the_start(tmp_path: Path) -> None:
+    async with manta_target(tmp_path, backend="disk") as harness:
+        path, data = _file_of(tmp_path, 3 * 1024 * 1024)
+        rule = harness.faults.add(method="PUT", path=r"/cut$", cut_after=1024 * 1024, times=1)
+        body = FileBody(path)
+        await harness.target.put_object(
+            harness.path("cut"),
+            body,
+            size=len(data),
+            content_md5=md5_b64(data),
+            content_type="application/octet-stream",
+        )
+        assert rule.hits == 1
+        assert body.calls == 0
+        stored = b"".join([c async for c in await harness.target.get_object(harness.path("cut"))])
+        assert stored == data
+
+
+async def test_a_manta_that_stops_reading_mid_body_fails_the_attempt(tmp_path: Path) -> None:
+    """Each sendfile window must leave within ``read_timeout``: a server that stops reading
+    after 1 MiB (the socket buffers then fill up) makes the upload StorageUnavailable,
+    attempt after attempt, instead of hanging."""
+    attempts = 0
+    hang_up = asyncio.Event()
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal attempts
+        attempts += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await reader.readexactly(1024 * 1024)
+        await hang_up.wait()
+        writer.close()
+
+    server = await asyncio.start_server(stall, "127.0.0.1", 0)
+    key_file, _ = write_operator_key(tmp_path)
+    port = server.sockets[0].getsockname()[1]
+    target = MantaTargetFactory().create(
+        {
+            "url": f"http://127.0.0.1:{port}",
+            "user": "op",
+            "key_file": str(key_file),
+            "read_timeout": 0.5,
+            "retries": 1,
+            "retry_delay": 0.01,
+        },
+        Settings(),
+    )
+    await target.open()
+    path, data = _file_of(tmp_path, 64 * 1024 * 1024)
+    try:
+        with pytest.raises(StorageUnavailable, match="took in no"):
+            await asyncio.wait_for(
+                target.put_object(
+                    "/bob/stor/stalled",
+                    FileBody(path),
+                    size=len(data),
+                    content_md5=None,
+                    content_type="application/octet-stream",
+                ),
+                timeout=60,
+            )
+    finally:
+        hang_up.set()
+        await target.close()
+        server.close()
+        await server.wait_closed()
+    assert attempts == 2

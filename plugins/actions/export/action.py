@@ -14,14 +14,16 @@ import hashlib
 import json
 import logging
 import math
+import os
 import posixpath
+import threading
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from gateway.actions import ActionContext
-from gateway.catalog import CatalogError, Image, ImageCatalog, ImageFile
+from gateway.catalog import CatalogError, Image, ImageCatalog, ImageFile, LocalFileCatalog
 from gateway.errors import (
     GatewayError,
     ImageFileCorrupt,
@@ -39,6 +41,7 @@ from gateway.storage import (
     BodyFactory,
     ChecksumMismatch,
     DirectoryDoesNotExist,
+    LocalFile,
     ObjectInfo,
     ParentNotDirectory,
     StorageError,
@@ -67,6 +70,8 @@ HASH_BATCH = 4 * 1024 * 1024
 #: holds at most about ``READ_AHEAD`` chunks, plus the batch being hashed and the chunk being
 #: sent: about 10 MiB with the embedded catalog, whatever the image size.
 READ_AHEAD = 4
+#: Bytes read per call by the thread that hashes a local file while it is sent with sendfile.
+HASH_READ = 1024 * 1024
 
 
 def load_schema() -> dict[str, Any]:
@@ -212,20 +217,109 @@ class _VerifyingReader:
             await loop.run_in_executor(None, _hash_all, sha1, batch)
         else:
             _hash_all(sha1, batch)
-        if size != expected.size:
-            raise self._fail(
-                _CorruptFile(
-                    f"the catalog's copy has {size} bytes, the manifest says {expected.size}"
-                )
-            )
-        if sha1.hexdigest() != expected.sha1:
-            raise self._fail(
-                _CorruptFile(
-                    f"the catalog's copy has sha1 {sha1.hexdigest()}, the manifest says "
-                    f"{expected.sha1}"
-                )
-            )
+        corrupt = _mismatch(expected, size, sha1.hexdigest())
+        if corrupt is not None:
+            raise self._fail(corrupt)
         await self.ready.put(None)
+
+
+def _mismatch(expected: ImageFile, size: int, sha1: str) -> _CorruptFile | None:
+    """The error for a copy whose size or sha1 is not the manifest's, else ``None``."""
+    if size != expected.size:
+        return _CorruptFile(
+            f"the catalog's copy has {size} bytes, the manifest says {expected.size}"
+        )
+    if sha1 != expected.sha1:
+        return _CorruptFile(
+            f"the catalog's copy has sha1 {sha1}, the manifest says {expected.sha1}"
+        )
+    return None
+
+
+def _hash_file(fd: int, size: int, stop: threading.Event) -> tuple[int, str]:
+    """Hash the first ``size`` bytes at ``fd`` (runs in a worker thread; positional reads, so
+    the file offset that sendfile uses is untouched). Returns the length seen (``size + 1``
+    when the file runs long) and the sha1 of the first ``size`` bytes."""
+    sha1 = hashlib.sha1()
+    view = memoryview(bytearray(HASH_READ))
+    offset = 0
+    while offset < size and not stop.is_set():
+        got = os.preadv(fd, [view[: min(HASH_READ, size - offset)]], offset)
+        if not got:
+            break
+        sha1.update(view[:got])
+        offset += got
+    if offset == size and os.pread(fd, 1, offset):
+        offset += 1
+    return offset, sha1.hexdigest()
+
+
+def _retrieve(done: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen (whoever needs it awaits the future)."""
+    if not done.cancelled():
+        done.exception()
+
+
+class _ImageFileBody:
+    """The image file as an export body (``LocalFileBody``).
+
+    Called, it is the verified iterator (any target). Through ``local_file`` it is the catalog's
+    open file, for targets that send with ``sendfile``; a worker thread hashes the same file
+    meanwhile, and ``verified`` gives its verdict before the target sends the last byte.
+    """
+
+    def __init__(
+        self, catalog: ImageCatalog, uuid: str, expected: ImageFile, state: _BodyState
+    ) -> None:
+        self.catalog = catalog
+        self.uuid = uuid
+        self.expected = expected
+        self.state = state
+
+    def __call__(self) -> AsyncIterator[bytes]:
+        return verified_file(self.catalog, self.uuid, self.expected, self.state)
+
+    def _fail(self, error: Exception) -> Exception:
+        self.state.error = error
+        return error
+
+    @contextlib.asynccontextmanager
+    async def local_file(self) -> AsyncIterator[LocalFile | None]:
+        """The open file and its verdict; ``None`` when the catalog has no local files."""
+        if not isinstance(self.catalog, LocalFileCatalog):
+            yield None
+            return
+        try:
+            fh = await self.catalog.open_local_file(self.uuid, 0)
+        except (OSError, CatalogError) as exc:
+            raise self._fail(_CatalogReadError(f"{type(exc).__name__}: {exc}")) from exc
+        stop = threading.Event()
+        hashing = asyncio.ensure_future(
+            asyncio.to_thread(_hash_file, fh.fileno(), self.expected.size, stop)
+        )
+        hashing.add_done_callback(_retrieve)  # a failure is reported through verified()
+
+        async def verified() -> None:
+            try:
+                size, sha1 = await asyncio.shield(hashing)
+            except OSError as exc:
+                raise self._fail(_CatalogReadError(f"{type(exc).__name__}: {exc}")) from exc
+            corrupt = _mismatch(self.expected, size, sha1)
+            if corrupt is not None:
+                raise self._fail(corrupt)
+
+        try:
+            yield LocalFile(file=fh, size=self.expected.size, verified=verified)
+        finally:
+            stop.set()
+            try:
+                await asyncio.wait([hashing])
+            finally:
+                # The thread reads through the descriptor: close it only once the thread ends.
+                if hashing.done():
+                    fh.close()
+                else:
+                    hashing.add_done_callback(lambda _done: fh.close())
 
 
 def _bytes_body(data: bytes) -> BodyFactory:
@@ -397,10 +491,7 @@ class ExportAction:
                 await _delete(storage, path, f"error removing the previous manifest {path}")
 
         state = _BodyState()
-
-        def file_body() -> AsyncIterator[bytes]:
-            return verified_file(catalog, image.uuid, image_file, state)
-
+        file_body = _ImageFileBody(catalog, image.uuid, image_file, state)
         document = manifest_bytes(image.manifest)
         step = f"error exporting image file to {file_path}"
         try:

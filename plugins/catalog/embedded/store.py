@@ -20,7 +20,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from gateway.catalog import (
     CatalogError,
@@ -134,14 +134,19 @@ class EmbeddedCatalog:
         """Where ``files[index]`` of ``uuid`` lives (whether or not it exists)."""
         return self.root / uuid / f"file{index}"
 
-    async def open_file(self, uuid: str, index: int = 0) -> AsyncIterator[bytes]:
-        """Stream ``files[index]`` in 1 MiB chunks, each read in a worker thread."""
+    async def open_local_file(self, uuid: str, index: int = 0) -> BinaryIO:
+        """Open ``files[index]`` (``LocalFileCatalog``): files are renamed in whole and never
+        rewritten, so what the caller reads is what was imported."""
         image = await self.get_image(uuid)
         if image is None:
             raise CatalogError(f"image {uuid} not found")
         if not 0 <= index < len(image.files):
             raise CatalogError(f"image {uuid} has no file {index}")
-        fh = await asyncio.to_thread(open, self.file_path(uuid, index), "rb")
+        return await asyncio.to_thread(open, self.file_path(uuid, index), "rb")
+
+    async def open_file(self, uuid: str, index: int = 0) -> AsyncIterator[bytes]:
+        """Stream ``files[index]`` in 1 MiB chunks, each read in a worker thread."""
+        fh = await self.open_local_file(uuid, index)
         try:
             while chunk := await asyncio.to_thread(fh.read, CHUNK_SIZE):
                 yield chunk
