@@ -218,11 +218,20 @@ def check_conditions(headers: Mapping[str, str], entry: Entry | None, *, read: b
 
 # -- bodies --------------------------------------------------------------------------------------
 async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
-    """The request body, after sending ``100 Continue`` if it was asked for."""
+    """The request body, after sending ``100 Continue`` if it was asked for.
+
+    ``readchunk`` hands over the socket's buffers one by one. ``readany`` joins whatever is
+    buffered into a new bytes object, a copy of most of the body: 0.3 of the 1.4 s the event
+    loop spent on a profiled 1 GiB PUT.
+    """
     await send_continue(request)
     while True:
-        chunk = await request.content.readany()
+        chunk, end_of_http_chunk = await request.content.readchunk()
         if not chunk:
+            # (b"", True) marks a chunked body's chunk boundary, not its end; aiohttp's shared
+            # empty body says (b"", True) forever once read, so ask it whether it is over.
+            if end_of_http_chunk and not request.content.at_eof():
+                continue
             return
         yield chunk
 
