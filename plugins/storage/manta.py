@@ -351,9 +351,6 @@ class _FileSender:
                 break
         return sent
 
-    async def aclose(self) -> None:
-        """Nothing to release: the body's ``local_file`` context owns the file."""
-
 
 class _SendfilePayload(Payload):
     """An aiohttp payload whose writing is ``_FileSender.send``."""
