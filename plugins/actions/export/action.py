@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -17,7 +18,7 @@ import math
 import os
 import posixpath
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -254,6 +255,33 @@ def _hash_file(fd: int, size: int, stop: threading.Event) -> tuple[int, str]:
     return offset, sha1.hexdigest()
 
 
+def _hash_in_thread(fd: int, size: int, stop: threading.Event) -> asyncio.Future[tuple[int, str]]:
+    """Run ``_hash_file`` on a thread of its own. It takes about a second per GiB: on the
+    default executor (a handful of workers) a few concurrent exports would hold up every
+    other file open and read of the process for that long."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[tuple[int, str]] = loop.create_future()
+
+    def run() -> None:
+        deliver: Callable[[], None]
+        try:
+            result = _hash_file(fd, size, stop)
+        except Exception as exc:
+            deliver = functools.partial(future.set_exception, exc)
+        else:
+            deliver = functools.partial(future.set_result, result)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(_settle, future, deliver)
+
+    threading.Thread(target=run, name="export-sha1", daemon=True).start()
+    return future
+
+
+def _settle(future: asyncio.Future[Any], deliver: Callable[[], None]) -> None:
+    if not future.done():
+        deliver()
+
+
 def _retrieve(done: asyncio.Future[Any]) -> None:
     """Mark a future's exception as seen (whoever needs it awaits the future)."""
     if not done.cancelled():
@@ -294,9 +322,7 @@ class _ImageFileBody:
         except (OSError, CatalogError) as exc:
             raise self._fail(_CatalogReadError(f"{type(exc).__name__}: {exc}")) from exc
         stop = threading.Event()
-        hashing = asyncio.ensure_future(
-            asyncio.to_thread(_hash_file, fh.fileno(), self.expected.size, stop)
-        )
+        hashing = _hash_in_thread(fh.fileno(), self.expected.size, stop)
         hashing.add_done_callback(_retrieve)  # a failure is reported through verified()
 
         async def verified() -> None:
