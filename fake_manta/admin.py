@@ -103,12 +103,17 @@ async def post_reset(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
-@routes.post("/accounts")
-async def post_accounts(request: web.Request) -> web.StreamResponse:
+async def _json_body(request: web.Request) -> Any:
+    """The request's JSON, or 400 naming what is wrong with it."""
     try:
-        body = await request.json()
+        return await request.json()
     except ValueError as exc:
         raise BadRequest(f"invalid JSON body: {exc}") from exc
+
+
+@routes.post("/accounts")
+async def post_accounts(request: web.Request) -> web.StreamResponse:
+    body = await _json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("login"), str):
         raise BadRequest('body must be {"login": str, "keys": [str], "operator": bool}')
     keys = body.get("keys", [])
@@ -121,10 +126,7 @@ async def post_accounts(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/users")
 async def post_users(request: web.Request) -> web.StreamResponse:
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise BadRequest(f"invalid JSON body: {exc}") from exc
+    body = await _json_body(request)
     if (not isinstance(body, dict) or not isinstance(body.get("login"), str)
             or not isinstance(body.get("user"), str)):
         raise BadRequest('body must be {"login": str, "user": str, "keys": [str]}')

@@ -11,12 +11,14 @@ CI must never go green by silently skipping the conformance suite.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
 import shutil
 import subprocess
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -115,3 +117,28 @@ def ensure_npm_package(name: str, version: str) -> Path:
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return bin_dir
+
+
+def workstation_environ(home: Path, **settings: str) -> dict[str, str]:
+    """This process's environment as a clean workstation's: HOME set, no agent, no SDC_*,
+    TRITON_* or MANTA_* leaking in from the machine, then ``settings`` on top."""
+    keep = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SDC_", "TRITON_", "MANTA_")) and k != "SSH_AUTH_SOCK"
+    }
+    return {**keep, "HOME": str(home), **settings}
+
+
+#: Longest a client command may take (the CLIs answer in seconds; this only stops a hang).
+CLI_TIMEOUT = 180.0
+
+
+async def run_cli(cmd: list[str], env: Mapping[str, str]) -> tuple[int, str, str]:
+    """Run a Node.js CLI without blocking the loop that serves it: (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, env=dict(env), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

@@ -14,6 +14,8 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
+from npm_tools import run_cli, workstation_environ
+
 from gateway.devmode import DevEnvironment
 
 MANTA = ("manta", "5.4.2")
@@ -26,35 +28,19 @@ def node_env(env: DevEnvironment, home: Path) -> dict[str, str]:
     shutil.copy(env.dev_key.path, ssh / "id_rsa")
     shutil.copy(str(env.dev_key.path) + ".pub", ssh / "id_rsa.pub")
     os.chmod(ssh / "id_rsa", 0o600)
-    keep = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SDC_", "TRITON_", "MANTA_")) and k != "SSH_AUTH_SOCK"
-    }
-    return {
-        **keep,
-        "HOME": str(home),
-        "SDC_URL": env.gateway_url,
-        "SDC_ACCOUNT": "dev",
-        "SDC_KEY_ID": env.dev_key.fingerprint,
-        "MANTA_URL": env.manta_url,
-        "MANTA_USER": "dev",
-        "MANTA_KEY_ID": env.dev_key.fingerprint,
-    }
-
-
-async def run(cmd: list[str], environ: Mapping[str, str]) -> tuple[int, str, str]:
-    """Run a node CLI without blocking the loop that serves it."""
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, env=dict(environ), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    return workstation_environ(
+        home,
+        SDC_URL=env.gateway_url,
+        SDC_ACCOUNT="dev",
+        SDC_KEY_ID=env.dev_key.fingerprint,
+        MANTA_URL=env.manta_url,
+        MANTA_USER="dev",
+        MANTA_KEY_ID=env.dev_key.fingerprint,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 180)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def mget_sha1(manta_bin: Path, path: str, environ: Mapping[str, str], dest: Path) -> str:
-    code, _out, err = await run([str(manta_bin / "mget"), "-q", "-o", str(dest), path], environ)
+    code, _out, err = await run_cli([str(manta_bin / "mget"), "-q", "-o", str(dest), path], environ)
     assert code == 0, err
     data = await asyncio.to_thread(dest.read_bytes)
     return hashlib.sha1(data).hexdigest()

@@ -5,11 +5,12 @@ A module with a unique name (not ``conftest``) so that test modules can import i
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from npm_tools import workstation_environ
 
 from fake_manta import ThreadedFakeManta
 from gateway.httpsig import PrivateKey, RequestSigner, md5_fingerprint, ssh_public_key_line
@@ -60,17 +61,13 @@ class NodeManta:
         self.key = key
 
     def env(self, **overrides: str) -> dict[str, str]:
-        keep = {k: v for k, v in os.environ.items()
-                if not k.startswith("MANTA_") and k != "SSH_AUTH_SOCK"}
-        env = {
-            **keep,
-            "HOME": str(self.home),
+        settings = {
             "MANTA_URL": self.url,
             "MANTA_USER": self.user,
             "MANTA_KEY_ID": self.key.fingerprint,
+            **overrides,
         }
-        env.update(overrides)
-        return env
+        return workstation_environ(self.home, **settings)
 
     def run(self, command: str, *args: str, input: bytes | None = None, check: bool = True,
             env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from export_clients import MANTA, mget_sha1, node_env, run
-from npm_tools import ensure_npm_package
+from export_clients import MANTA, mget_sha1, node_env
+from npm_tools import ensure_npm_package, run_cli
 
 from gateway.devmode import DevEnvironment
 
@@ -30,7 +30,7 @@ async def test_triton_image_export_then_mget(
     manta_bin = ensure_npm_package(*MANTA)
     environ = node_env(env, tmp_path / "home")
 
-    code, out, err = await run(
+    code, out, err = await run_cli(
         [str(triton), "image", "export", "demo@1.0.0", "/dev/stor/t"], environ
     )
     assert code == 0, err + out
@@ -51,7 +51,7 @@ async def test_triton_image_export_then_mget(
     assert manifest["files"][0]["sha1"] == file_meta["sha1"]
 
     # -j with a uuid, into a directory: NAME-VER names, one JSON line.
-    code, out, err = await run(
+    code, out, err = await run_cli(
         [str(triton), "image", "export", "-j", env.image.uuid, "/dev/stor"], environ
     )
     assert code == 0, err + out
@@ -72,14 +72,14 @@ async def test_triton_reports_gateway_errors(
     env, _app = dev
     triton = ensure_npm_package(*TRITON) / "triton"
     environ = node_env(env, tmp_path / "home")
-    code, _out, err = await run(
+    code, _out, err = await run_cli(
         [str(triton), "image", "export", "demo", "/someoneelse/stor/x"], environ
     )
     assert code != 0
     # triton drops the code and wraps the message: "error exporting image to manta: <message>".
     assert "error exporting image to manta" in err
     assert "not the owner of Manta path /someoneelse/stor/x" in err
-    code, _out, err = await run(
+    code, _out, err = await run_cli(
         [str(triton), "image", "export", "00000000-0000-0000-0000-000000000000", "/dev/stor/x"],
         environ,
     )

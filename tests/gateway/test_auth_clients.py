@@ -7,17 +7,15 @@ fingerprint in a temporary HOME (no agent), as on a workstation.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from npm_tools import ensure_npm_package
+from npm_tools import ensure_npm_package, run_cli, workstation_environ
 
 from gateway import httpsig
 from gateway.app import create_app
@@ -44,27 +42,9 @@ def write_key(ssh: Path, name: str, key: httpsig.PrivateKey) -> None:
 
 
 def environ(home: Path, url: str, key: httpsig.PrivateKey) -> dict[str, str]:
-    keep = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SDC_", "TRITON_", "MANTA_")) and k != "SSH_AUTH_SOCK"
-    }
-    return {
-        **keep,
-        "HOME": str(home),
-        "SDC_URL": url,
-        "SDC_ACCOUNT": "user",
-        "SDC_KEY_ID": httpsig.md5_fingerprint(key),
-    }
-
-
-async def run(cmd: list[str], env: Mapping[str, str]) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, env=dict(env), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    return workstation_environ(
+        home, SDC_URL=url, SDC_ACCOUNT="user", SDC_KEY_ID=httpsig.md5_fingerprint(key)
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 @pytest.mark.parametrize("kind", ["rsa", "ecdsa", "ed25519"])
@@ -90,11 +70,11 @@ async def test_triton_and_smartdc_sign_with_every_key_type(
     home = tmp_path / "home"
     write_key(home / ".ssh", "id_test", key)
     env = environ(home, url, key)
-    code, out, err = await run([str(triton), "image", "get", image.uuid], env)
+    code, out, err = await run_cli([str(triton), "image", "get", image.uuid], env)
     assert code == 0, err
     assert json.loads(out)["id"] == image.uuid
     if kind != "ed25519":  # smartdc 9's smartdc-auth cannot read an Ed25519 key from ~/.ssh
-        code, out, err = await run([str(sdc_getimage), image.uuid], env)
+        code, out, err = await run_cli([str(sdc_getimage), image.uuid], env)
         assert code == 0, err
         assert json.loads(out)["id"] == image.uuid
 
@@ -102,12 +82,13 @@ async def test_triton_and_smartdc_sign_with_every_key_type(
     other = tmp_path / "stranger"
     write_key(other / ".ssh", "id_test", stranger)
     env = environ(other, url, stranger)
-    code, out, err = await run([str(triton), "image", "get", image.uuid], env)
+    code, out, err = await run_cli([str(triton), "image", "get", image.uuid], env)
     assert code != 0 and "Invalid authorization credentials supplied" in err, (out, err)
-    code, out, err = await run([str(sdc_getimage), image.uuid], env)
+    code, out, err = await run_cli([str(sdc_getimage), image.uuid], env)
     assert code != 0 and "InvalidCredentials" in err, (out, err)
 
     # Disabled while the server runs: 403 NotAuthorized.
     store.set_disabled("user", True)
-    code, out, err = await run([str(triton), "image", "get", image.uuid], environ(home, url, key))
+    env = environ(home, url, key)
+    code, out, err = await run_cli([str(triton), "image", "get", image.uuid], env)
     assert code != 0 and "Account or user is disabled" in err, (out, err)

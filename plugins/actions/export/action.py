@@ -89,12 +89,21 @@ class _CorruptFile(Exception):
 class _CatalogReadError(Exception):
     """Raised from the upload body when the catalog cannot read its own file."""
 
+    @classmethod
+    def of(cls, exc: Exception) -> _CatalogReadError:
+        return cls(f"{type(exc).__name__}: {exc}")
+
 
 @dataclass
 class _BodyState:
     """What the file body saw, kept apart from whatever the target makes of the exception."""
 
     error: Exception | None = None
+
+    def fail(self, error: Exception) -> Exception:
+        """Record ``error`` as the body's own failure and return it, to be raised."""
+        self.error = error
+        return error
 
 
 def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
@@ -160,10 +169,6 @@ class _VerifyingReader:
         #: Chunks read and not yet sent; ``None`` ends the file (the verdict is the task's).
         self.ready: asyncio.Queue[bytes | None] = asyncio.Queue(READ_AHEAD)
 
-    def _fail(self, error: Exception) -> Exception:
-        self.state.error = error
-        return error
-
     async def run(self) -> None:
         try:
             await self._read()
@@ -193,12 +198,12 @@ class _VerifyingReader:
             except StopAsyncIteration:
                 break
             except (OSError, CatalogError) as exc:
-                raise self._fail(_CatalogReadError(f"{type(exc).__name__}: {exc}")) from exc
+                raise self.state.fail(_CatalogReadError.of(exc)) from exc
             if not chunk:
                 continue
             size += len(chunk)
             if size > expected.size:
-                raise self._fail(
+                raise self.state.fail(
                     _CorruptFile(
                         f"the catalog's copy is larger than the {expected.size} bytes of the "
                         "manifest"
@@ -220,7 +225,7 @@ class _VerifyingReader:
             _hash_all(sha1, batch)
         corrupt = _mismatch(expected, size, sha1.hexdigest())
         if corrupt is not None:
-            raise self._fail(corrupt)
+            raise self.state.fail(corrupt)
         await self.ready.put(None)
 
 
@@ -307,10 +312,6 @@ class _ImageFileBody:
     def __call__(self) -> AsyncIterator[bytes]:
         return verified_file(self.catalog, self.uuid, self.expected, self.state)
 
-    def _fail(self, error: Exception) -> Exception:
-        self.state.error = error
-        return error
-
     @contextlib.asynccontextmanager
     async def local_file(self) -> AsyncIterator[LocalFile | None]:
         """The open file and its verdict; ``None`` when the catalog has no local files."""
@@ -320,7 +321,7 @@ class _ImageFileBody:
         try:
             fh = await self.catalog.open_local_file(self.uuid, 0)
         except (OSError, CatalogError) as exc:
-            raise self._fail(_CatalogReadError(f"{type(exc).__name__}: {exc}")) from exc
+            raise self.state.fail(_CatalogReadError.of(exc)) from exc
         stop = threading.Event()
         hashing = _hash_in_thread(fh.fileno(), self.expected.size, stop)
         hashing.add_done_callback(_retrieve)  # a failure is reported through verified()
@@ -329,10 +330,10 @@ class _ImageFileBody:
             try:
                 size, sha1 = await asyncio.shield(hashing)
             except OSError as exc:
-                raise self._fail(_CatalogReadError(f"{type(exc).__name__}: {exc}")) from exc
+                raise self.state.fail(_CatalogReadError.of(exc)) from exc
             corrupt = _mismatch(self.expected, size, sha1)
             if corrupt is not None:
-                raise self._fail(corrupt)
+                raise self.state.fail(corrupt)
 
         try:
             yield LocalFile(file=fh, size=self.expected.size, verified=verified)
