@@ -36,8 +36,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from gateway import httpsig
-from gateway.app import create_app
-from gateway.appkeys import ACCOUNTS, CATALOG
+from gateway.server.app import create_app
+from gateway.server.appkeys import ACCOUNTS, CATALOG
 from gateway.settings import Settings
 
 

@@ -40,7 +40,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gateway.devmode import DevKey, ensure_gateway_account, ensure_key
+from gateway.cli.dev import DevKey, ensure_gateway_account, ensure_key
 from gateway.httpsig import RequestSigner
 
 MiB = 1024 * 1024
@@ -238,8 +238,8 @@ class Bench:
 
     async def import_images(self, sizes: list[int]) -> None:
         """Make the files and import them through the catalog (in this process, before serving)."""
-        from gateway.app import create_app
-        from gateway.appkeys import CATALOG
+        from gateway.server.app import create_app
+        from gateway.server.appkeys import CATALOG
         from gateway.settings import Settings
 
         settings = Settings(data_dir=self.gateway_dir)

@@ -1,4 +1,8 @@
-"""cloudapi-gateway: Triton CloudAPI's image endpoints, with image actions and storage as plugins.
+"""cloudapi-gateway's plugin contract: the hook marker, the versions, and the modules beside it.
+
+Plugins import only from this package's contract modules: ``hookspecs``, ``actions``,
+``storage``, ``catalog``, ``errors``, ``settings``, ``httpsig`` and ``plugin_kit``. The host is
+``gateway.server`` and the command line ``gateway.cli``; neither is for plugins.
 
 Plugin authors import the marker from here::
 
@@ -20,6 +24,11 @@ import pluggy
 
 PROJECT_NAME = "cloudapi_gateway"
 
+#: The plugin API's version, ``MAJOR.MINOR`` (docs/plugins.md, "Versions and deprecations"): a
+#: minor release adds to it or deprecates a path, which keeps working with a DeprecationWarning
+#: for at least one release; only a major release removes or changes anything.
+PLUGIN_API_VERSION = "1.1"
+
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 try:
@@ -27,4 +36,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
     __version__ = "0.0.0"
 
-__all__ = ["PROJECT_NAME", "__version__", "hookimpl"]
+__all__ = ["PLUGIN_API_VERSION", "PROJECT_NAME", "__version__", "hookimpl"]

@@ -1,7 +1,7 @@
-"""``python -m gateway``: the same CLI as ``cloudapi-gateway``."""
+"""``python -m gateway``: the same command line as ``cloudapi-gateway``."""
 
 import sys
 
-from gateway.cli import main
+from gateway.cli.main import main
 
 sys.exit(main())

@@ -1,4 +1,6 @@
-"""The image-action contract: ``POST /:login/images/:id?action=NAME`` dispatches to a plugin.
+"""The image-action contract: ImageAction, ActionContext and the Account a caller sees.
+
+``POST /:login/images/:id?action=NAME`` dispatches to the plugin action of that name.
 
 The gateway authenticates the caller, resolves the image (404 when invisible to the caller),
 merges query and JSON-body parameters (body wins, as restify's mapParams does), validates them
@@ -14,10 +16,19 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from gateway.accounts import Account
     from gateway.catalog import Image, ImageCatalog
     from gateway.settings import Settings
     from gateway.storage import StorageTarget
+
+
+@dataclass(frozen=True)
+class Account:
+    """A CloudAPI account: what an action knows about its caller."""
+
+    uuid: str
+    login: str
+    disabled: bool = False
+    created: str = ""  # ISO 8601, UTC
 
 
 @dataclass(frozen=True)

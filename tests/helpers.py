@@ -14,10 +14,10 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from gateway import hookimpl
-from gateway.accounts import Account
-from gateway.appkeys import ACCOUNTS, CATALOG
+from gateway.actions import Account
 from gateway.catalog import Image
 from gateway.httpsig import PrivateKey, RequestSigner, ssh_public_key_line
+from gateway.server.appkeys import ACCOUNTS, CATALOG
 
 
 def new_key(kind: str = "ecdsa") -> PrivateKey:

@@ -35,7 +35,7 @@ from yarl import URL
 
 from gateway import __version__, hookimpl
 from gateway.httpsig import PrivateKey, RequestSigner, load_private_key, md5_fingerprint
-from gateway.plugin_support import SectionReader, backoff_delay
+from gateway.plugin_kit import SectionReader, backoff_delay
 from gateway.storage import (
     AccessDenied,
     BodyFactory,

@@ -57,7 +57,7 @@ else:
 
 
 from gateway import hookimpl
-from gateway.plugin_support import SectionReader, backoff_delay
+from gateway.plugin_kit import SectionReader, backoff_delay
 from gateway.storage import (
     AccessDenied,
     BodyFactory,

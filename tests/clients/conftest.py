@@ -19,7 +19,7 @@ from node_manta_tools import NODE_MANTA, ClientKey, NodeManta, start_manta
 from npm_tools import ensure_npm_package
 
 from fake_manta import ThreadedFakeManta
-from gateway.devmode import DevEnvironment, running
+from gateway.cli.dev import DevEnvironment, running
 
 
 @pytest.fixture(scope="session")

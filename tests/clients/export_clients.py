@@ -16,7 +16,7 @@ from pathlib import Path
 
 from npm_tools import run_cli, workstation_environ
 
-from gateway.devmode import DevEnvironment
+from gateway.cli.dev import DevEnvironment
 
 MANTA = ("manta", "5.4.2")
 

@@ -15,7 +15,7 @@ from aiohttp import web
 from export_clients import MANTA, mget_sha1, node_env
 from npm_tools import ensure_npm_package, run_cli
 
-from gateway.devmode import DevEnvironment
+from gateway.cli.dev import DevEnvironment
 
 pytestmark = pytest.mark.clients
 

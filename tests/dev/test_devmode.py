@@ -199,7 +199,7 @@ async def test_dev_serves_until_sigint_then_stops_cleanly(tmp_path: Path) -> Non
 
 async def test_a_lost_key_is_replaced_and_the_new_one_works(tmp_path: Path) -> None:
     """Deleting the keys (not the rest) of a data dir gives a fresh key known to both servers."""
-    from gateway.devmode import running, smoke
+    from gateway.cli.dev import running, smoke
 
     data = tmp_path / "data"
     async with running(data, port=0, manta_port=0) as (env, _app):

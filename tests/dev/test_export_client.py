@@ -1,6 +1,6 @@
 """``cloudapi-gateway export``: resolves IMAGE as triton does and prints what triton prints.
 
-The dev setup runs in this process (``gateway.devmode.running``: the same fake Manta, gateway,
+The dev setup runs in this process (``gateway.cli.dev.running``: the same fake Manta, gateway,
 account and demo image as ``cloudapi-gateway dev``), once for the module; the command's
 ``main`` runs in a worker thread (its own ``asyncio.run``) so that the loop keeps serving. The
 same command as a subprocess is covered by ``test_devmode.py``.
@@ -22,10 +22,10 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from gateway.appkeys import CATALOG
-from gateway.client import ClientConfig, ClientError, CloudApiClient, key_matches
-from gateway.client import main as client_main
-from gateway.devmode import DevEnvironment, running
+from gateway.cli.dev import DevEnvironment, running
+from gateway.cli.export import ClientConfig, ClientError, CloudApiClient, key_matches
+from gateway.cli.export import main as client_main
+from gateway.server.appkeys import CATALOG
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -194,7 +194,7 @@ async def test_finds_the_key_in_home_ssh_by_fingerprint(
 async def test_key_matches_md5_and_sha256_fingerprints(tmp_path: Path) -> None:
     import base64
 
-    from gateway.devmode import ensure_key
+    from gateway.cli.dev import ensure_key
     from gateway.httpsig import ssh_public_key_line
 
     key = ensure_key(tmp_path / "k").key

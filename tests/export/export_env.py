@@ -1,8 +1,8 @@
 """The ExportImage suite's test environment: the real gateway in front of a real storage target.
 
-Every test talks HTTP to ``gateway.app.create_app`` (signed requests, loopback), and the gateway
-writes into a real server: the fake Manta (memory and on-disk backends) or moto's S3, from
-``tests/storage_targets.py``. What was written is read back through an independent target
+Every test talks HTTP to ``gateway.server.app.create_app`` (signed requests, loopback), and the
+gateway writes into a real server: the fake Manta (memory and on-disk backends) or moto's S3,
+from ``tests/storage_targets.py``. What was written is read back through an independent target
 instance (the harness's), never through the gateway.
 """
 
@@ -22,11 +22,11 @@ from aiohttp.test_utils import TestClient
 from storage_targets import TargetHarness
 from yarl import URL
 
-from gateway.accounts import Account
-from gateway.app import create_app
-from gateway.appkeys import CATALOG
+from gateway.actions import Account
 from gateway.catalog import Image
 from gateway.httpsig import RequestSigner
+from gateway.server.app import create_app
+from gateway.server.appkeys import CATALOG
 from gateway.settings import Settings
 from tests.helpers import _chunks, add_caller, make_manifest
 

@@ -14,7 +14,7 @@ import pytest
 from export_env import ExportEnv, make_env
 from storage_targets import RETRIES
 
-from gateway.appkeys import CATALOG
+from gateway.server.appkeys import CATALOG
 
 BEYOND_RETRIES = RETRIES + 1
 

@@ -20,8 +20,8 @@ from export_env import ExportEnv, make_env
 from storage_targets import open_target
 
 from gateway import hookimpl
-from gateway.appkeys import CATALOG
 from gateway.catalog import Image, LocalFileCatalog
+from gateway.server.appkeys import CATALOG
 from gateway.settings import Settings
 from plugins.catalog.embedded import EmbeddedCatalogFactory
 from plugins.catalog.embedded.store import EmbeddedCatalog

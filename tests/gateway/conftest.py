@@ -1,6 +1,7 @@
 """Fixtures for the gateway suites: settings on tmp_path, the real app, a signed-in caller.
 
-Every app is built by ``gateway.app.create_app`` and served on loopback by ``aiohttp_client``.
+Every app is built by ``gateway.server.app.create_app`` and served on loopback by
+``aiohttp_client``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
-from gateway.accounts import Account
-from gateway.app import create_app
+from gateway.actions import Account
 from gateway.httpsig import RequestSigner
+from gateway.server.app import create_app
 from gateway.settings import Settings
 from tests.helpers import add_caller
 

@@ -12,7 +12,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from gateway import httpsig
-from gateway.accounts import (
+from gateway.cli.accounts import main
+from gateway.server.accounts import (
     AccountExists,
     AccountNotFound,
     AccountStore,
@@ -21,7 +22,6 @@ from gateway.accounts import (
     InvalidUUID,
     KeyExists,
 )
-from gateway.cli_accounts import main
 
 RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 P256 = ec.generate_private_key(ec.SECP256R1())
@@ -253,7 +253,7 @@ def test_cli_config_file_and_env(tmp_path: Path) -> None:
     data = tmp_path / "from-config"
     config = tmp_path / "gateway.toml"
     config.write_text(f'data_dir = "{data}"\n')
-    cmd = [sys.executable, "-m", "gateway.cli_accounts"]
+    cmd = [sys.executable, "-m", "gateway.cli.accounts"]
     done = subprocess.run(
         [*cmd, "accounts", "add", "alice", "--config", str(config)],
         capture_output=True,
@@ -285,7 +285,7 @@ def test_cli_config_file_and_env(tmp_path: Path) -> None:
 
 def test_through_the_main_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``cloudapi-gateway accounts/keys ...`` as the installed entry point parses them."""
-    from gateway.cli import main as gateway_main
+    from gateway.cli.main import main as gateway_main
 
     config = tmp_path / "gateway.toml"
     config.write_text(f'data_dir = "{tmp_path / "d"}"\n')
@@ -302,7 +302,7 @@ def test_through_the_main_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_lookups_of_unknown_logins_do_not_grow_the_cache_forever(store: AccountStore) -> None:
     """A flood of requests naming random logins must not make the server keep them all."""
-    from gateway.accounts import CACHE_LIMIT
+    from gateway.server.accounts import CACHE_LIMIT
 
     store.add_account("alice")
     for i in range(CACHE_LIMIT + 50):

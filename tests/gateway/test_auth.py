@@ -25,10 +25,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from gateway import httpsig
-from gateway.accounts import AccountStore
-from gateway.appkeys import ACCOUNT, ACCOUNTS
-from gateway.auth import authenticate
 from gateway.errors import GatewayError
+from gateway.server.accounts import AccountStore
+from gateway.server.appkeys import ACCOUNT, ACCOUNTS
+from gateway.server.auth import authenticate
 
 IMAGE = "2b683a82-a066-11e3-97ab-2faa44701c5a"
 KEYS: dict[str, httpsig.PrivateKey] = {

@@ -9,8 +9,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from gateway.appkeys import ACCOUNTS
 from gateway.httpsig import RequestSigner, md5_fingerprint, ssh_public_key_line
+from gateway.server.appkeys import ACCOUNTS
 from tests.helpers import import_image
 
 UNKNOWN = "00000000-0000-0000-0000-000000000000"

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from npm_tools import ensure_npm_package, run_cli, workstation_environ
 
 from gateway import httpsig
-from gateway.app import create_app
-from gateway.appkeys import ACCOUNTS
+from gateway.server.app import create_app
+from gateway.server.appkeys import ACCOUNTS
 from gateway.settings import Settings
 from tests.helpers import import_image
 

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import httpsig
+from gateway.server import signatures
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 DATE = format_datetime(NOW, usegmt=True)
@@ -50,10 +51,10 @@ headers_strategy = st.dictionaries(
 )
 def test_parse_never_raises_anything_else(authz: str, headers: dict[str, str]) -> None:
     try:
-        parsed = httpsig.parse_authorization(
+        parsed = signatures.parse_authorization(
             authz, method="GET", target="/alice/images/x?y=1", headers=headers, now=NOW
         )
-    except httpsig.SignatureHeaderError as e:
+    except signatures.SignatureHeaderError as e:
         assert str(e)
         return
     assert parsed.key_id and parsed.algorithm and parsed.signature
@@ -67,7 +68,7 @@ def test_verify_never_raises(signature: str, algorithm: str) -> None:
     key = httpsig.load_public_key(
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGrcAx0BXBf5fMcLWYYbyCAv4eXDZ+Y7vh8rGIs8T1Kb"
     )
-    assert httpsig.verify_bytes(key, algorithm, b"date: x", signature) is False
+    assert signatures.verify_bytes(key, algorithm, b"date: x", signature) is False
 
 
 def test_modern_and_legacy_round_trip() -> None:
@@ -78,7 +79,7 @@ def test_modern_and_legacy_round_trip() -> None:
     for legacy in (False, True):
         signer = httpsig.RequestSigner(key, "/alice/keys/k", legacy=legacy)
         sent = signer.sign("GET", "/alice/images/x", {"Date": DATE})
-        parsed = httpsig.parse_authorization(
+        parsed = signatures.parse_authorization(
             sent["Authorization"],
             method="GET",
             target="/alice/images/x",
@@ -88,7 +89,7 @@ def test_modern_and_legacy_round_trip() -> None:
         assert parsed.legacy is legacy
         assert parsed.signing_string == (DATE if legacy else f"date: {DATE}")
         public = httpsig.load_public_key(httpsig.ssh_public_key_line(key))
-        assert httpsig.verify_bytes(
+        assert signatures.verify_bytes(
             public, parsed.algorithm, parsed.signing_string.encode(), parsed.signature
         )
 
@@ -97,12 +98,12 @@ def test_modern_and_legacy_round_trip() -> None:
 @given(authz=st.lists(pieces, max_size=30).map("".join))
 def test_fast_path_agrees_with_the_state_machine(authz: str) -> None:
     """The regex fast path for well-formed headers answers exactly as the state machine."""
-    from gateway.httpsig import _parse_modern, _parse_modern_by_state
+    from gateway.server.signatures import _parse_modern, _parse_modern_by_state
 
     def outcome(parse: object) -> object:
         try:
             return parse(authz)  # type: ignore[operator]
-        except httpsig.SignatureHeaderError as e:
+        except signatures.SignatureHeaderError as e:
             return ("error", str(e))
 
     assert outcome(_parse_modern) == outcome(_parse_modern_by_state)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import build_parser, main, settings_from_args
+from gateway.cli.main import build_parser, main, settings_from_args
 
 
 def test_plugins_lists_what_each_provides(
@@ -129,16 +129,8 @@ def test_serve_answers_ping_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     assert (tmp_path / "data" / "accounts.sqlite").exists()
 
 
-def test_missing_subcommand_module_does_not_break_the_cli(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import gateway.cli
-
-    monkeypatch.setattr(
-        gateway.cli, "SUBCOMMAND_MODULES", ("gateway.not_written_yet", "gateway.cli_accounts")
-    )
-    parser = build_parser()
-    help_text = parser.format_help()
-    assert "serve" in help_text
-    assert "accounts" in help_text  # the modules that exist still register
-    assert capsys.readouterr().err == ""  # a missing module is silent
+def test_every_command_module_registers_its_subcommands() -> None:
+    """The subcommands are imported plainly (tests/lint/test_layout.py keeps it so), and all show."""
+    help_text = build_parser().format_help()
+    for command in ("serve", "plugins", "accounts", "keys", "images", "export", "dev"):
+        assert command in help_text

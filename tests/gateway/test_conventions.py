@@ -116,7 +116,7 @@ async def test_head_error_has_no_body(client: Any) -> None:
 async def test_allow_methods_of_the_image_route(caller: Any) -> None:
     resp = await caller.request("POST", "/my/images/not-a-uuid?action=export")
     assert_common_headers(resp)
-    # GET/HEAD/DELETE come from gateway.views.images on the same path, POST from the actions.
+    # GET/HEAD/DELETE come from gateway.server.views.images on the same path, POST from the actions.
     assert resp.headers["Access-Control-Allow-Methods"] == "GET, HEAD, POST, DELETE"
 
 

@@ -1,6 +1,6 @@
 """A stopping server lets an in-flight action finish (exports can take an hour).
 
-The server runs in a child process through ``gateway.cli.serve`` (what ``cloudapi-gateway
+The server runs in a child process through ``gateway.cli.main.serve`` (what ``cloudapi-gateway
 serve`` uses) with a plugin whose action blocks until the test releases it through a file. The
 test sends SIGINT while the action is running, then releases it: the client must still get its
 200, and the process must exit cleanly. Nothing here depends on how long anything takes.
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import aiohttp
 
-from gateway.accounts import AccountStore
 from gateway.httpsig import RequestSigner, ssh_public_key_line
+from gateway.server.accounts import AccountStore
 from tests.helpers import new_key, signed_headers
 
 SERVER = r"""
@@ -27,8 +27,8 @@ from pathlib import Path
 
 from gateway import hookimpl
 from gateway.catalog import Image
-from gateway.cli import serve
-from gateway.app import create_app
+from gateway.cli.main import serve
+from gateway.server.app import create_app
 from gateway.settings import Settings
 
 port, data_dir, owner, image_id = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]

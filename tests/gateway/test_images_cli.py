@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from gateway.accounts import AccountStore
-from gateway.cli import main
+from gateway.cli.main import main
+from gateway.server.accounts import AccountStore
 
 UUID = "0b5e7b0c-1111-4222-8333-944444444444"
 DATA = b"\x1f\x8b" + bytes(range(256)) * 4100  # a little over 1 MiB: two chunks

@@ -17,11 +17,11 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gateway.accounts import AccountStore
-from gateway.app import create_app
-from gateway.appkeys import CATALOG
 from gateway.catalog import ImageCatalog
 from gateway.httpsig import RequestSigner, ssh_public_key_line
+from gateway.server.accounts import AccountStore
+from gateway.server.app import create_app
+from gateway.server.appkeys import CATALOG
 from gateway.settings import Settings
 
 ALICE, BOB, CAROL = (

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from gateway.catalog import Image
-from gateway.images import to_cloudapi_image
+from gateway.server.image_view import to_cloudapi_image
 
 BASE: dict[str, Any] = {
     "v": 2,

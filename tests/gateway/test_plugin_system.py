@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from gateway import hookimpl
-from gateway.app import create_app
-from gateway.appkeys import ACTIONS, CATALOG, PLUGIN_MANAGER, STORAGE
-from gateway.plugins import (
+from gateway.server.app import create_app
+from gateway.server.appkeys import ACTIONS, CATALOG, PLUGIN_MANAGER, STORAGE
+from gateway.server.plugin_manager import (
     DEFAULT_PLUGINS,
     ConfigurationError,
     Hooks,

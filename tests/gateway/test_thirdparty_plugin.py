@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from gateway import PROJECT_NAME
-from gateway.app import create_app
-from gateway.appkeys import ACTIONS
+from gateway.server.app import create_app
+from gateway.server.appkeys import ACTIONS
 from gateway.settings import Settings
 from tests.helpers import import_image
 

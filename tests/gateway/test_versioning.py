@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from gateway.errors import InvalidVersion
-from gateway.versioning import max_satisfying, negotiate
+from gateway.server.versioning import max_satisfying, negotiate
 
 
 @pytest.mark.parametrize(

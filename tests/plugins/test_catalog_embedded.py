@@ -22,7 +22,7 @@ from gateway.catalog import (
     InvalidManifest,
     LocalFileCatalog,
 )
-from gateway.plugins import Hooks, build_plugin_manager
+from gateway.server.plugin_manager import Hooks, build_plugin_manager
 from gateway.settings import Settings
 from plugins.catalog.embedded import EmbeddedCatalog, EmbeddedCatalogFactory
 from plugins.catalog.embedded.store import CHUNK_SIZE, STALE_AFTER

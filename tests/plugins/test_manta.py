@@ -61,7 +61,7 @@ def write_key(path: Path, key: PrivateKey) -> Path:
 
 
 def test_the_gateway_finds_the_manta_kind_among_its_default_plugins() -> None:
-    from gateway.plugins import Hooks, build_plugin_manager
+    from gateway.server.plugin_manager import Hooks, build_plugin_manager
 
     pm = build_plugin_manager(Settings(load_entrypoints=False), env={})
     factory = Hooks(pm).provided().storage_targets["manta"]

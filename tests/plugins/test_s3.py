@@ -57,7 +57,7 @@ def raw(harness: TargetHarness) -> Any:
 
 
 def test_the_gateway_finds_the_s3_kind_among_its_default_plugins() -> None:
-    from gateway.plugins import Hooks, build_plugin_manager
+    from gateway.server.plugin_manager import Hooks, build_plugin_manager
 
     pm = build_plugin_manager(Settings(load_entrypoints=False), env={})
     factory = Hooks(pm).provided().storage_targets["s3"]

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway import httpsig
+from gateway.actions import Account
 
 #: CloudAPI logins, as UFDS validates them (sdc-ufds ``schema/sdcperson.js``): a letter, then
 #: letters, digits, ``_``, ``.`` or ``@``; 3 to 32 long; ``local`` is reserved.
@@ -47,16 +48,6 @@ CREATE TABLE IF NOT EXISTS keys (
     UNIQUE (login, fingerprint)
 );
 """
-
-
-@dataclass(frozen=True)
-class Account:
-    """A CloudAPI account: what an action knows about its caller."""
-
-    uuid: str
-    login: str
-    disabled: bool = False
-    created: str = ""  # ISO 8601, UTC
 
 
 @dataclass(frozen=True)

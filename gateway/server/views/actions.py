@@ -16,8 +16,6 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from gateway.actions import ActionContext
-from gateway.appkeys import ACTIONS, API_VERSION, CATALOG, SETTINGS, STORAGE, VALIDATORS
-from gateway.auth import authenticate
 from gateway.errors import (
     InternalError,
     InvalidArgument,
@@ -26,10 +24,12 @@ from gateway.errors import (
     RequestTooLarge,
     UnsupportedMediaType,
 )
-from gateway.images import get_visible_image
-from gateway.middlewares import json_response
-from gateway.validation import validate_params
-from gateway.versioning import LATEST_VERSION
+from gateway.server.appkeys import ACTIONS, API_VERSION, CATALOG, SETTINGS, STORAGE, VALIDATORS
+from gateway.server.auth import authenticate
+from gateway.server.image_view import get_visible_image
+from gateway.server.responses import json_response
+from gateway.server.validation import validate_params
+from gateway.server.versioning import LATEST_VERSION
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.accounts import AccountStore
 from gateway.catalog import CatalogError, ImageCatalog, InvalidManifest
-from gateway.plugins import (
+from gateway.server.accounts import AccountStore
+from gateway.server.plugin_manager import (
     ConfigurationError,
     Hooks,
     PluginError,

@@ -24,14 +24,15 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from gateway import httpsig
-from gateway.accounts import Account
-from gateway.appkeys import ACCOUNT, ACCOUNTS
+from gateway.actions import Account
 from gateway.errors import (
     InvalidCredentials,
     InvalidHeader,
     NotAuthorized,
     RequestExpired,
 )
+from gateway.server import signatures
+from gateway.server.appkeys import ACCOUNT, ACCOUNTS
 
 #: Messages, verbatim from sdc-cloudapi ``lib/auth.js`` and restify.
 DEF_401 = "You must make authenticated requests to use CloudAPI"
@@ -99,10 +100,10 @@ def _check_date(headers: dict[str, str], now: datetime) -> None:
     value = headers.get("date")
     if value is None:
         return
-    sent = httpsig.parse_http_date(value)
+    sent = signatures.parse_http_date(value)
     if sent is None:
         raise InvalidHeader("Date header is invalid")
-    if (now - sent).total_seconds() > httpsig.CLOCK_SKEW:
+    if (now - sent).total_seconds() > signatures.CLOCK_SKEW:
         raise RequestExpired(f"Date header {_echo(value)} is too old")
 
 
@@ -160,7 +161,7 @@ async def authenticate(request: web.Request) -> Account:
     headers = _node_headers(request)
 
     # lib/authorization.js: the header must split into scheme and credentials.
-    parsed: httpsig.ParsedSignature | None = None
+    parsed: signatures.ParsedSignature | None = None
     authz = headers.get("authorization")
     if authz:
         scheme, sep, credentials = authz.partition(" ")
@@ -168,7 +169,7 @@ async def authenticate(request: web.Request) -> Account:
             raise InvalidHeader("BasicAuth content is invalid.")
         if scheme.lower() == "signature":
             try:
-                parsed = httpsig.parse_authorization(
+                parsed = signatures.parse_authorization(
                     authz,
                     method=request.method,
                     target=request.raw_path,
@@ -176,7 +177,7 @@ async def authenticate(request: web.Request) -> Account:
                     http_version=f"{request.version.major}.{request.version.minor}",
                     now=now,
                 )
-            except httpsig.SignatureHeaderError as e:
+            except signatures.SignatureHeaderError as e:
                 raise InvalidHeader(f"Authorization header invalid: {_echo(str(e))}") from None
         elif scheme.lower() == "basic":
             try:
@@ -192,7 +193,7 @@ async def authenticate(request: web.Request) -> Account:
     # lib/auth.js signatureAuth; without a signature, assertAuthenticated's 401.
     if parsed is None:
         raise InvalidCredentials(DEF_401)
-    if parsed.algorithm not in httpsig.SUPPORTED_ALGORITHMS:
+    if parsed.algorithm not in signatures.SUPPORTED_ALGORITHMS:
         raise InvalidCredentials(INVALID_ALGO.format(_echo(parsed.algorithm.upper())))
     parts = parsed.key_id.split("/")
     if len(parts) != 4 or parts[2] != "keys":
@@ -206,7 +207,7 @@ async def authenticate(request: web.Request) -> Account:
     if account is None or record is None:
         raise InvalidCredentials(INVALID_CREDS)
     public = _public_key(record.public_key)
-    if public is None or not httpsig.verify_bytes(
+    if public is None or not signatures.verify_bytes(
         public,
         parsed.algorithm,
         parsed.signing_string.encode("utf-8", "surrogateescape"),

@@ -6,9 +6,9 @@ import pluggy
 from aiohttp import web
 from jsonschema.protocols import Validator
 
-from gateway.accounts import Account, AccountStore
-from gateway.actions import ImageAction
+from gateway.actions import Account, ImageAction
 from gateway.catalog import ImageCatalog
+from gateway.server.accounts import AccountStore
 from gateway.settings import Settings
 from gateway.storage import StorageTarget
 
@@ -23,7 +23,7 @@ ACCOUNTS = web.AppKey("accounts", AccountStore)
 
 # Per-request values set by the middlewares (web.RequestKey needs aiohttp >= 3.14).
 REQUEST_ID = web.RequestKey("request_id", str)
-#: The authenticated caller (set by ``gateway.auth.authenticate``).
+#: The authenticated caller (set by ``gateway.server.auth.authenticate``).
 ACCOUNT = web.RequestKey("account", Account)
 #: The API version the request is served at (set once the range is negotiated).
 API_VERSION = web.RequestKey("api_version", str)

@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.accounts import Account, AccountError, AccountStore, KeyRecord
+from gateway.actions import Account
+from gateway.server.accounts import AccountError, AccountStore, KeyRecord
 from gateway.settings import SettingsError, load_settings
 
 Handler = Callable[[argparse.Namespace], int]
@@ -202,7 +203,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run only these commands (``python -m gateway.cli_accounts``); the CLI embeds them."""
+    """Run only these commands (``python -m gateway.cli.accounts``); the CLI embeds them."""
     parser = argparse.ArgumentParser(prog="cloudapi-gateway")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.appkeys import SETTINGS
-from gateway.middlewares import json_response
-from gateway.versioning import SUPPORTED_VERSIONS
+from gateway.server.appkeys import SETTINGS
+from gateway.server.responses import json_response
+from gateway.server.versioning import SUPPORTED_VERSIONS
 
 
 async def ping(request: web.Request) -> web.Response:

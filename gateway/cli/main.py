@@ -1,24 +1,24 @@
-"""``cloudapi-gateway``: parse arguments, build settings, and hand over to ``create_app``.
+"""``cloudapi-gateway``: the command line's root, its ``serve`` and ``plugins`` commands.
 
-Subcommands owned by other modules register themselves through ``register(subparsers)``; a
-module that is missing (not written yet, or trimmed from a deployment) only loses its commands.
+Every other subcommand lives in a module of its own beside this one and adds itself with
+``register(subparsers)``; they are imported plainly, so a broken one fails loudly.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 
 from gateway import __version__
-from gateway.app import create_app
-from gateway.plugins import (
+from gateway.cli import accounts, dev, export, images
+from gateway.server.app import create_app
+from gateway.server.plugin_manager import (
     ConfigurationError,
     PluginError,
     build_plugin_manager,
@@ -26,14 +26,6 @@ from gateway.plugins import (
     disabled_plugin_names,
 )
 from gateway.settings import Settings, SettingsError, load_settings
-
-#: Modules that add subcommands with ``register(subparsers)``.
-SUBCOMMAND_MODULES = (
-    "gateway.cli_accounts",
-    "gateway.cli_images",
-    "gateway.devmode",
-    "gateway.client",
-)
 
 log = logging.getLogger("cloudapi_gateway")
 
@@ -102,7 +94,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The whole command line, with every optional module's subcommands that import."""
+    """The whole command line: ``serve``, ``plugins`` and every command module's subcommands."""
     parser = argparse.ArgumentParser(
         prog="cloudapi-gateway",
         description="Triton CloudAPI image endpoints with plugin image actions (ExportImage).",
@@ -120,16 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(func=_cmd_plugins)
 
-    for module_name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            if exc.name != module_name:  # the module exists but cannot import: say so
-                print(f"cloudapi-gateway: warning: {module_name}: {exc}", file=sys.stderr)
-            continue
-        register: Callable[[Any], None] | None = getattr(module, "register", None)
-        if register is not None:
-            register(subparsers)
+    for module in (accounts, images, dev, export):
+        module.register(subparsers)
     return parser
 
 

@@ -1,24 +1,24 @@
 """ListImages, GetImage (and their HEADs) and DeleteImage, as CloudAPI serves them.
 
 ``POST /{login}/images/{id}`` (image actions) is a separate resource on the same path, added
-by ``gateway.views.actions``; aiohttp tries both, so each view owns only its methods.
+by ``gateway.server.views.actions``; aiohttp tries both, so each view owns only its methods.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from gateway import auth
-from gateway.appkeys import API_VERSION, CATALOG
 from gateway.catalog import ImageCatalog
 from gateway.errors import ImageHasDependentImages, NotImageOwner
-from gateway.images import (
+from gateway.server import auth
+from gateway.server.appkeys import API_VERSION, CATALOG
+from gateway.server.image_view import (
     filter_images,
     get_visible_image,
     to_cloudapi_image,
 )
-from gateway.middlewares import json_response
-from gateway.versioning import LATEST_VERSION
+from gateway.server.responses import json_response
+from gateway.server.versioning import LATEST_VERSION
 
 
 def _catalog(request: web.Request) -> ImageCatalog:

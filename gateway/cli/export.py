@@ -300,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``export`` to the ``cloudapi-gateway`` command (called by ``gateway.cli``)."""
+    """Add ``export`` to the ``cloudapi-gateway`` command (called by ``gateway.cli.main.main``)."""
     parser = subparsers.add_parser(
         "export",
         help="export an image to Manta, as `triton image export` does",
@@ -312,7 +312,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m gateway.client IMAGE MANTA_PATH``: the same command without the main CLI."""
+    """``python -m gateway.cli.export IMAGE MANTA_PATH``: the same command without the main CLI."""
     parser = argparse.ArgumentParser(prog="cloudapi-gateway export")
     add_arguments(parser)
     return run(parser.parse_args(argv))

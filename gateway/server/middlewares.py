@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
 import logging
 import re
 import time
@@ -21,9 +20,10 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
-from gateway.appkeys import API_VERSION, REQUEST_ID, START_TIME
 from gateway.errors import GatewayError, InvalidVersion
-from gateway.versioning import LATEST_VERSION, max_satisfying, requested_range
+from gateway.server.appkeys import API_VERSION, REQUEST_ID, START_TIME
+from gateway.server.responses import error_response, json_response
+from gateway.server.versioning import LATEST_VERSION, max_satisfying, requested_range
 
 log = logging.getLogger(__name__)
 
@@ -50,36 +50,6 @@ _HTTP_CODES = {
     413: "RequestTooLarge",
     415: "UnsupportedMediaType",
 }
-
-
-def json_dumps(data: Any) -> str:
-    """Compact JSON as restify's formatter writes it (``JSON.stringify``)."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-
-
-def json_bytes(data: Any) -> bytes:
-    """UTF-8 JSON; lone surrogates (legal in parsed JSON) are escaped as JSON.stringify does."""
-    try:
-        return json_dumps(data).encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=True).encode("ascii")
-
-
-def json_response(
-    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    """A JSON response in the gateway's serialization (keeps the mapping's key order).
-
-    The type is ``application/json`` with no charset, exactly as restify sends it.
-    """
-    return web.Response(
-        body=json_bytes(data), status=status, headers=headers, content_type="application/json"
-    )
-
-
-def error_response(err: GatewayError) -> web.Response:
-    """The one shape of every error: ``{"code","message"[,"errors"]}`` with the error's status."""
-    return json_response(err.body(), status=err.status, headers=dict(err.headers))
 
 
 def _client_request_id(request: web.Request) -> str:

@@ -34,7 +34,6 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.accounts import AccountStore
 from gateway.httpsig import (
     PrivateKey,
     RequestSigner,
@@ -42,6 +41,7 @@ from gateway.httpsig import (
     md5_fingerprint,
     ssh_public_key_line,
 )
+from gateway.server.accounts import AccountStore
 
 DEV_LOGIN = "dev"
 OPERATOR_LOGIN = "operator"
@@ -290,7 +290,7 @@ async def prepare(data_dir: Path) -> tuple[DevKey, DevKey, dict[str, Any], Path,
 
 async def import_demo(app: web.Application, image: DemoImage) -> None:
     """Put the demo image into the app's catalog unless it is already there."""
-    from gateway.appkeys import CATALOG
+    from gateway.server.appkeys import CATALOG
 
     catalog = app[CATALOG]
     if await catalog.get_image(image.uuid) is not None:
@@ -300,7 +300,7 @@ async def import_demo(app: web.Application, image: DemoImage) -> None:
 
 async def smoke(env: DevEnvironment) -> dict[str, Any]:
     """Export the demo image as a user would and check both objects in the fake Manta."""
-    from gateway.client import ClientConfig, export
+    from gateway.cli.export import ClientConfig, export
 
     config = ClientConfig(
         url=env.gateway_url,
@@ -371,7 +371,7 @@ async def running(
     use this directly to run the same setup in-process.
     """
     from fake_manta import FakeMantaServer
-    from gateway.app import create_app
+    from gateway.server.app import create_app
     from gateway.settings import Settings
 
     dev_key, operator_key, state, demo_file, sha1, size = await prepare(data_dir)
@@ -466,7 +466,7 @@ async def _wait_for_stop() -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``cloudapi-gateway dev``."""
-    from gateway.client import ClientError
+    from gateway.cli.export import ClientError
 
     label = "smoke: FAILED" if args.smoke else "dev: error"
     try:
@@ -510,7 +510,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``dev`` to the ``cloudapi-gateway`` command (called by ``gateway.cli``)."""
+    """Add ``dev`` to the ``cloudapi-gateway`` command (called by ``gateway.cli.main.main``)."""
     parser = subparsers.add_parser(
         "dev",
         help="run the gateway and a fake Manta with a demo account and image",
@@ -522,7 +522,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m gateway.devmode``: the same command without the main CLI."""
+    """``python -m gateway.cli.dev``: the same command without the main CLI."""
     parser = argparse.ArgumentParser(prog="cloudapi-gateway dev")
     add_arguments(parser)
     return run(parser.parse_args(argv))

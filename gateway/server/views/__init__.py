@@ -1,0 +1,1 @@
+"""The HTTP views: images, image actions and ping."""
