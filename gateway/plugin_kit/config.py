@@ -1,12 +1,7 @@
-"""Helpers for plugin authors: reading a settings section, and retry backoff.
-
-They live in the gateway so that every plugin (first- or third-party) reports configuration
-mistakes the same way and no plugin has to import another one.
-"""
+"""Reading a plugin's settings section, so every plugin reports config mistakes alike."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,8 +74,3 @@ class SectionReader:
         if not isinstance(value, bool):
             raise ValueError(f"{self._where()}: {name} must be true or false")
         return value
-
-
-def backoff_delay(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with jitter: about ``base * 2**attempt``, never above ``cap``."""
-    return min(cap, base * 2**attempt) * (0.5 + random.random() / 2)  # jitter
