@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from gateway.plugin_kit.config import read_section
+
 ENV_PREFIX = "CLOUDAPI_GATEWAY_"
 
 
@@ -51,113 +53,71 @@ class Settings:
         return self.data_dir / "accounts.sqlite"
 
 
-_SCALARS: dict[str, type] = {
-    "host": str,
-    "port": int,
-    "data_dir": Path,
-    "datacenter_name": str,
-    "disabled_plugins": tuple,
-    "load_entrypoints": bool,
-    "max_body_size": int,
-    "shutdown_timeout": float,
+#: The settings document, as JSON Schema: the plugin kit's reader validates it (and converts
+#: environment strings to these types); the defaults are the dataclass's own.
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "host": {"type": "string", "minLength": 1},
+        "port": {"type": "integer", "minimum": 0, "maximum": 65535},
+        "data_dir": {"type": "string", "minLength": 1, "x-must-be": "a path"},
+        "datacenter_name": {"type": "string", "minLength": 1},
+        "storage": {
+            "type": "object",
+            "properties": {"kind": {"type": "string", "minLength": 1}},
+            "if": {"minProperties": 1},
+            "then": {"required": ["kind"]},
+        },
+        "catalog": {
+            "type": "object",
+            "properties": {"kind": {"type": "string", "minLength": 1}},
+            "required": ["kind"],
+        },
+        "disabled_plugins": {"type": "array", "items": {"type": "string"}},
+        "load_entrypoints": {"type": "boolean"},
+        "max_body_size": {"type": "integer", "minimum": 1},
+        "shutdown_timeout": {"type": "number", "minimum": 0},
+    },
 }
 _SECTIONS = ("storage", "catalog")
+_SCALARS = frozenset(SCHEMA["properties"]) - set(_SECTIONS)
 KNOWN_KEYS = frozenset(f.name for f in fields(Settings))
 
 
-def _parse_bool(name: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise SettingsError(f"{name}: expected a boolean (true/false), got {value!r}")
+def _read(values: Mapping[str, Any], *, from_text: bool) -> dict[str, Any]:
+    """``values`` through the plugin kit's reader; its ``ValueError`` becomes a SettingsError.
+
+    ``from_text``: strings are environment or flag text, to be converted to the declared type
+    (a TOML file's values are taken as typed).
+    """
+    plain = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+    try:
+        return read_section(plain, SCHEMA, convert_strings=from_text)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
-def _coerce(name: str, value: Any, *, from_text: bool, base: Path | None) -> Any:
-    """Turn a TOML value (or, with ``from_text``, an env/flag string) into the field's type."""
-    kind = _SCALARS[name]
-    if kind is bool:
-        if from_text and isinstance(value, str):
-            return _parse_bool(name, value)
-        if not isinstance(value, bool):
-            raise SettingsError(f"{name}: expected a boolean, got {value!r}")
-        return value
-    if kind is int:
-        if from_text and isinstance(value, str):
-            try:
-                value = int(value.strip())
-            except ValueError:
-                raise SettingsError(f"{name}: expected an integer, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SettingsError(f"{name}: expected an integer, got {value!r}")
-        return value
-    if kind is float:
-        if from_text and isinstance(value, str):
-            try:
-                value = float(value.strip())
-            except ValueError:
-                raise SettingsError(f"{name}: expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SettingsError(f"{name}: expected a number, got {value!r}")
-        return float(value)
-    if kind is tuple:
-        if from_text and isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise SettingsError(f"{name}: expected a list of strings, got {value!r}")
-        return tuple(value)
-    if kind is Path:
-        if not isinstance(value, str | Path) or not str(value):
-            raise SettingsError(f"{name}: expected a path, got {value!r}")
-        path = Path(value).expanduser()
-        if base is not None and not path.is_absolute():
-            path = base / path
-        return path
-    if not isinstance(value, str):
-        raise SettingsError(f"{name}: expected a string, got {value!r}")
-    return value
-
-
-def _validate(settings: Settings) -> Settings:
-    if not settings.host:
-        raise SettingsError("host: must not be empty")
-    if not 0 <= settings.port <= 65535:
-        raise SettingsError(f"port: must be between 0 and 65535, got {settings.port}")
-    if settings.max_body_size <= 0:
-        raise SettingsError(f"max_body_size: must be positive, got {settings.max_body_size}")
-    if settings.shutdown_timeout < 0:
-        raise SettingsError(
-            f"shutdown_timeout: must not be negative, got {settings.shutdown_timeout}"
-        )
+def _typed(values: Mapping[str, Any], *, base: Path | None) -> dict[str, Any]:
+    """Validated values as the dataclass's field types; a relative path is taken from ``base``."""
+    out = dict(values)
+    if "data_dir" in out:
+        path = Path(out["data_dir"]).expanduser()
+        out["data_dir"] = base / path if base is not None and not path.is_absolute() else path
+    if "disabled_plugins" in out:
+        out["disabled_plugins"] = tuple(out["disabled_plugins"])
+    if "shutdown_timeout" in out:
+        out["shutdown_timeout"] = float(out["shutdown_timeout"])
     for section in _SECTIONS:
-        table = getattr(settings, section)
-        kind = table.get("kind")
-        if section == "catalog" and not kind:
-            raise SettingsError('catalog.kind: required (e.g. kind = "embedded")')
-        if table and kind is not None and (not isinstance(kind, str) or not kind):
-            raise SettingsError(f"{section}.kind: expected a plugin kind name, got {kind!r}")
-        if table and kind is None:
-            raise SettingsError(f"{section}.kind: required when [{section}] is given")
-    return settings
+        if section in out:
+            out[section] = dict(out[section])
+    return out
 
 
 def settings_from_mapping(data: Mapping[str, Any], *, base: Path | None = None) -> Settings:
     """Build settings from a parsed TOML document; relative paths are taken from ``base``."""
-    unknown = sorted(set(data) - KNOWN_KEYS)
-    if unknown:
-        raise SettingsError(
-            f"unknown setting(s): {', '.join(unknown)} (known: {', '.join(sorted(KNOWN_KEYS))})"
-        )
-    values: dict[str, Any] = {}
-    for name, value in data.items():
-        if name in _SECTIONS:
-            if not isinstance(value, Mapping):
-                raise SettingsError(f"{name}: expected a table ([{name}]), got {value!r}")
-            values[name] = dict(value)
-        else:
-            values[name] = _coerce(name, value, from_text=False, base=base)
-    return _validate(Settings(**values))
+    return Settings(**_typed(_read(data, from_text=False), base=base))
 
 
 def _env_values(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
@@ -172,7 +132,7 @@ def _env_values(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, dict[
         if sep and section in _SECTIONS and sub:
             sections.setdefault(section, {})[sub] = value
         elif name in _SCALARS:
-            scalars[name] = _coerce(name, value, from_text=True, base=None)
+            scalars[name] = value
         # Other CLOUDAPI_GATEWAY_* variables belong to other tools (e.g. test switches).
     return scalars, sections
 
@@ -209,5 +169,5 @@ def load_settings(
             continue
         if name not in _SCALARS:
             raise SettingsError(f"unknown setting {name!r}")
-        changes[name] = _coerce(name, value, from_text=isinstance(value, str), base=None)
-    return _validate(replace(settings, **changes))
+        changes[name] = value
+    return replace(settings, **_typed(_read(changes, from_text=True), base=None))

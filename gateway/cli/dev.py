@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import gzip
 import hashlib
-import inspect
 import json
 import os
 import random
@@ -221,12 +220,6 @@ class DevEnvironment:
     image: DemoImage
 
 
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
-
-
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
     """Stream a file without blocking the loop (reads run in a thread)."""
     fh = await asyncio.to_thread(open, path, "rb")
@@ -387,10 +380,8 @@ async def running(
     )
 
     async with FakeMantaServer(host=host, port=manta_port, data_dir=data_dir / "manta") as fm:
-        await _maybe_await(
-            fm.add_account(OPERATOR_LOGIN, public_keys=[operator_key.public_line], operator=True)
-        )
-        await _maybe_await(fm.add_account(DEV_LOGIN, public_keys=[dev_key.public_line]))
+        fm.add_account(OPERATOR_LOGIN, public_keys=[operator_key.public_line], operator=True)
+        fm.add_account(DEV_LOGIN, public_keys=[dev_key.public_line])
         manta_url = str(fm.url).rstrip("/")
         settings = Settings(
             host=host,

@@ -107,13 +107,11 @@ def _check_date(headers: dict[str, str], now: datetime) -> None:
         raise RequestExpired(f"Date header {_echo(value)} is too old")
 
 
-def _path_login(request: web.BaseRequest) -> str | None:
+def _path_login(request: web.Request) -> str | None:
     """The ``:login`` of the request path (route variable ``login``, else the first segment)."""
-    match_info = getattr(request, "match_info", None)
-    if match_info is not None:
-        for name in ("login", "account"):
-            if name in match_info:
-                return str(match_info[name])
+    for name in ("login", "account"):
+        if name in request.match_info:
+            return str(request.match_info[name])
     first = request.path.lstrip("/").split("/", 1)[0]
     return first or None
 
@@ -129,19 +127,16 @@ _ROUTE_NAMES = {
 }
 
 
-def _route_name(request: web.BaseRequest) -> str | None:
+def _route_name(request: web.Request) -> str | None:
     """The CloudAPI action name of the matched route (RBAC's ``req.routename``), if known."""
-    route = getattr(getattr(request, "match_info", None), "route", None)
-    if route is None:
-        return None
-    resource = getattr(route, "resource", None)
-    name = getattr(route, "name", None) or getattr(resource, "name", None)
+    route = request.match_info.route
+    name = route.name or (route.resource.name if route.resource is not None else None)
     if not name:
         return None
     return _ROUTE_NAMES.get((name, request.method), name.replace("_", "").lower())
 
 
-def _forbidden(request: web.BaseRequest) -> NotAuthorized:
+def _forbidden(request: web.Request) -> NotAuthorized:
     """CloudAPI's ``authorize`` refusal: the path, then the route's action name if known."""
     where = request.rel_url.raw_path
     name = _route_name(request)

@@ -130,7 +130,26 @@ def build_plugin_manager(
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"plugin {exc.plugin!r}: {exc}") from exc
+    _refuse_wrappers(pm)
     return pm
+
+
+def _refuse_wrappers(pm: pluggy.PluginManager) -> None:
+    """Stop the start on a hook wrapper: each plugin's list is collected on its own.
+
+    The gateway calls every implementation by itself so that each item keeps the name of the
+    plugin that provided it (conflict messages and ``cloudapi-gateway plugins`` need it); a
+    wrapper would never be called, so it is refused rather than silently skipped.
+    """
+    for plugin in pm.get_plugins():
+        for caller in pm.get_hookcallers(plugin) or []:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper):
+                    raise PluginError(
+                        f"plugin {impl.plugin_name}: {caller.name} is a hook wrapper "
+                        "(wrapper=True or hookwrapper=True); the gateway's hooks take no wrappers: "
+                        "return the items themselves"
+                    )
 
 
 def _readable_name(pm: pluggy.PluginManager, plugin: object) -> str:
@@ -170,9 +189,7 @@ class Hooks:
     def _per_plugin(self, caller: pluggy.HookCaller) -> list[tuple[str, Any]]:
         """Call each implementation on its own so every result keeps its plugin's name."""
         results = []
-        for impl in caller.get_hookimpls():  # roughly registration order
-            if impl.hookwrapper or impl.wrapper:
-                continue
+        for impl in caller.get_hookimpls():  # roughly registration order; no wrappers (refused)
             value = impl.function()
             if value is not None:
                 results.append((impl.plugin_name, value))

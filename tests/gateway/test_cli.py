@@ -66,7 +66,7 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["serve", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("cloudapi-gateway: error:")
-    assert "port: must be between 0 and 65535" in err
+    assert "port must be an integer from 0 to 65535" in err
 
 
 def test_unknown_catalog_kind_is_a_clear_error(

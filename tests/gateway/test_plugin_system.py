@@ -296,3 +296,20 @@ def test_hook_returning_a_non_list_is_refused(settings: Settings) -> None:
 
     with pytest.raises(PluginError, match="must return a list"):
         create_app(settings, plugins=(Plugin(),))
+
+
+@pytest.mark.parametrize("style", ["wrapper", "hookwrapper"])
+def test_hook_wrappers_are_refused_at_load(settings: Settings, style: str) -> None:
+    """A wrapper would never run (each plugin's list is collected on its own): refused, by name."""
+
+    class Wrapping:
+        @hookimpl(**{style: True})
+        def gateway_register_image_actions(self) -> Any:
+            result = yield
+            return result
+
+    with pytest.raises(PluginError) as info:
+        create_app(settings, plugins=(Wrapping(),))
+    message = str(info.value)
+    assert "Wrapping" in message and "gateway_register_image_actions" in message
+    assert "hook wrapper" in message

@@ -79,15 +79,15 @@ def test_flags_override_env(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("port = 70000", "port: must be between 0 and 65535"),
-        ('port = "eighty"', "port: expected an integer"),
-        ("prot = 80", "unknown setting(s): prot"),
-        ("max_body_size = 0", "max_body_size: must be positive"),
-        ("load_entrypoints = 1", "load_entrypoints: expected a boolean"),
-        ('disabled_plugins = "s3"', "disabled_plugins: expected a list of strings"),
-        ('storage = "manta"', "storage: expected a table"),
-        ('[storage]\nurl = "x"', "storage.kind: required"),
-        ('[catalog]\npath = "x"', "catalog.kind: required"),
+        ("port = 70000", "port must be an integer from 0 to 65535"),
+        ('port = "eighty"', "port must be an integer"),
+        ("prot = 80", "unknown setting(s) prot"),
+        ("max_body_size = 0", "max_body_size must be an integer >= 1"),
+        ("load_entrypoints = 1", "load_entrypoints must be true or false"),
+        ('disabled_plugins = "s3"', "disabled_plugins must be a list of strings"),
+        ('storage = "manta"', "storage must be a table"),
+        ('[storage]\nurl = "x"', "storage.kind is required"),
+        ('[catalog]\npath = "x"', "catalog.kind is required"),
         ("port = ", "is not valid TOML"),
     ],
 )
@@ -101,9 +101,9 @@ def test_bad_file_values(tmp_path: Path, text: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"CLOUDAPI_GATEWAY_PORT": "http"}, "port: expected an integer, got 'http'"),
-        ({"CLOUDAPI_GATEWAY_LOAD_ENTRYPOINTS": "maybe"}, "load_entrypoints: expected a boolean"),
-        ({"CLOUDAPI_GATEWAY_MAX_BODY_SIZE": "-1"}, "max_body_size: must be positive"),
+        ({"CLOUDAPI_GATEWAY_PORT": "http"}, "port must be an integer from 0 to 65535, got 'http'"),
+        ({"CLOUDAPI_GATEWAY_LOAD_ENTRYPOINTS": "maybe"}, "load_entrypoints must be true or false"),
+        ({"CLOUDAPI_GATEWAY_MAX_BODY_SIZE": "-1"}, "max_body_size must be an integer >= 1"),
     ],
 )
 def test_bad_env_values(env: dict[str, str], message: str) -> None:
