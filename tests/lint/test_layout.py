@@ -23,7 +23,8 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the packages and pyproject.toml; each test plants into a copy of its own."""
     base = tmp_path_factory.mktemp("layout")
     for package in PACKAGES:
-        shutil.copytree(ROOT / package, base / package, ignore=shutil.ignore_patterns("__pycache__"))
+        skip = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(ROOT / package, base / package, ignore=skip)
     shutil.copy(ROOT / "pyproject.toml", base / "pyproject.toml")
     return base
 

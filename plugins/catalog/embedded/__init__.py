@@ -15,19 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway import hookimpl
-from plugins.catalog.embedded.manifest import manifest_validator, validate_manifest
+from plugins.catalog.embedded.manifest import manifest_validator
 from plugins.catalog.embedded.store import EmbeddedCatalog
 
 if TYPE_CHECKING:
     from gateway.catalog import ImageCatalogFactory
     from gateway.settings import Settings
 
-__all__ = [
-    "EmbeddedCatalog",
-    "EmbeddedCatalogFactory",
-    "gateway_register_image_catalogs",
-    "validate_manifest",
-]
+__all__ = ["EmbeddedCatalog", "EmbeddedCatalogFactory", "gateway_register_image_catalogs"]
 
 
 class EmbeddedCatalogFactory:
