@@ -103,7 +103,7 @@ def test_factory_path_and_unknown_options(tmp_path: Path) -> None:
         == tmp_path / "x"
     )
     assert EmbeddedCatalogFactory().create({"path": "cat"}, settings).root == tmp_path / "cat"
-    with pytest.raises(ValueError, match="unknown option"):
+    with pytest.raises(ValueError, match="unknown setting"):
         EmbeddedCatalogFactory().create({"paht": "x"}, settings)
     with pytest.raises(ValueError, match="path"):
         EmbeddedCatalogFactory().create({"path": 3}, settings)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway import hookimpl
+from gateway.plugin_kit import read_section
 from plugins.catalog.embedded.manifest import manifest_validator
 from plugins.catalog.embedded.store import EmbeddedCatalog
 
@@ -25,26 +26,28 @@ if TYPE_CHECKING:
 __all__ = ["EmbeddedCatalog", "EmbeddedCatalogFactory", "gateway_register_image_catalogs"]
 
 
+#: The ``[catalog]`` section of ``kind = "embedded"``.
+CONFIG_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "kind": {"const": "embedded"},
+        "path": {"type": "string", "minLength": 1, "x-must-be": "a non-empty path"},
+    },
+}
+
+
 class EmbeddedCatalogFactory:
     """Builds an ``EmbeddedCatalog`` from the ``[catalog]`` section."""
 
     name = "embedded"
-    _KEYS = frozenset({"kind", "path"})
 
     def create(self, config: Mapping[str, Any], settings: Settings) -> EmbeddedCatalog:
-        unknown = sorted(set(config) - self._KEYS)
-        if unknown:
-            raise ValueError(
-                f"catalog (embedded): unknown option(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(self._KEYS))}"
-            )
-        path = config.get("path")
-        if path is None:
-            root = Path(settings.data_dir) / "images"
-        elif isinstance(path, str | Path) and str(path):
-            root = Path(settings.data_dir) / Path(path).expanduser()  # absolute paths win
-        else:
-            raise ValueError(f"catalog (embedded): path must be a non-empty string, not {path!r}")
+        plain = {k: str(v) if isinstance(v, Path) else v for k, v in config.items()}
+        values = read_section(plain, CONFIG_SCHEMA, where="[catalog] kind=embedded")
+        # A relative path is taken from data_dir; an absolute one wins.
+        root = Path(settings.data_dir) / Path(values.get("path", "images")).expanduser()
         manifest_validator()  # fail at start, not on the first import, if the schema is broken
         return EmbeddedCatalog(root)
 
