@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,6 @@ SCHEMA: dict[str, Any] = {
 }
 _SECTIONS = ("storage", "catalog")
 _SCALARS = frozenset(SCHEMA["properties"]) - set(_SECTIONS)
-KNOWN_KEYS = frozenset(f.name for f in fields(Settings))
 
 
 def _read(values: Mapping[str, Any], *, from_text: bool) -> dict[str, Any]:

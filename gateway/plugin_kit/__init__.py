@@ -3,7 +3,21 @@
 Every name a plugin uses is importable from here; the modules beside this one each own one job.
 """
 
-from gateway.plugin_kit.config import SectionReader
-from gateway.plugin_kit.retry import backoff_delay
+from gateway.plugin_kit.bodies import ExactSizeBody, exact_size_body
+from gateway.plugin_kit.checksums import content_md5
+from gateway.plugin_kit.config import SectionReader, describe, read_section
+from gateway.plugin_kit.network import NetworkSettings
+from gateway.plugin_kit.retry import RetryPolicy, backoff_delay, with_retries
 
-__all__ = ["SectionReader", "backoff_delay"]
+__all__ = [
+    "ExactSizeBody",
+    "NetworkSettings",
+    "RetryPolicy",
+    "SectionReader",
+    "backoff_delay",
+    "content_md5",
+    "describe",
+    "exact_size_body",
+    "read_section",
+    "with_retries",
+]

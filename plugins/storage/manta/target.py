@@ -1,4 +1,4 @@
-"""The ``manta`` storage target: an asyncio Manta client on one pooled aiohttp session.
+"""``MantaTarget``: an asyncio Manta client on one pooled aiohttp session.
 
 Every request is signed with the operator's SSH key (HTTP Signature over a fresh ``Date``):
 the gateway writes into users' trees as the operator, as IMGAPI does. Bodies stream both
@@ -8,165 +8,42 @@ timeouts and 503s; an upload restarts from ``body()``. Manta's error bodies beco
 is bounded only by ``connect_timeout`` and by ``read_timeout`` between two reads. An upload
 waits at most ``continue_timeout`` for ``100 Continue`` and then sends its body anyway, as curl
 does (aiohttp alone would wait forever: its read timeout starts only after the body is sent).
-
-A body that offers a local file (``LocalFileBody``, the export's image file) goes out with
-``sendfile`` over plain HTTP: the kernel moves the bytes, the gateway neither copies nor touches
-them. Its last byte waits for the producer's verdict, and every 8 MiB must leave within
-``read_timeout``, so a Manta that stops reading mid-body fails the attempt.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
-import posixpath
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from aiohttp.payload import Payload
 from yarl import URL
 
-from gateway import __version__, hookimpl
-from gateway.httpsig import PrivateKey, RequestSigner, load_private_key, md5_fingerprint
-from gateway.plugin_kit import SectionReader, backoff_delay
+from gateway import __version__
+from gateway.httpsig import RequestSigner
+from gateway.plugin_kit import with_retries
 from gateway.storage import (
-    AccessDenied,
     BodyFactory,
-    ChecksumMismatch,
-    DirectoryDoesNotExist,
-    LocalFile,
-    LocalFileBody,
     ObjectInfo,
     ObjectNotFound,
-    ParentNotDirectory,
     StorageError,
     StorageRequestFailed,
-    StorageTarget,
     StorageUnavailable,
 )
+from plugins.storage.manta.aiohttp_internals import continue_request_class
+from plugins.storage.manta.configuration import MantaConfig
+from plugins.storage.manta.errors import error_from
+from plugins.storage.manta.upload import Sender, body_sender
 
-if TYPE_CHECKING:
-    from gateway.settings import Settings
-
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # the plugin's logger, whichever module logs
 
 DIRECTORY_TYPE = "application/x-json-stream; type=directory"
 PUT_DIRECTORY_TYPE = "application/json; type=directory"
-#: Largest page muskie allows; the marker row repeats at the top of the next page.
-LIST_LIMIT = 1024
 #: Read size of GET bodies.
 CHUNK_SIZE = 1024 * 1024
-#: A local-file body goes out in sendfile calls of this size, each bounded by ``read_timeout``.
-SENDFILE_WINDOW = 8 * 1024 * 1024
-#: Error bodies are small JSON; never read more than this of one.
-MAX_ERROR_BODY = 64 * 1024
-
-ACCESS_CODES = frozenset(
-    {
-        "AccountBlocked",
-        "AccountDoesNotExist",
-        "AuthorizationFailed",
-        "AuthorizationRequired",
-        "AuthorizationSchemeNotAllowed",
-        "InvalidAlgorithm",
-        "InvalidAuthenticationToken",
-        "InvalidHttpAuthenticationToken",
-        "InvalidKeyId",
-        "InvalidSignature",
-        "KeyDoesNotExist",
-        "MissingPermission",
-        "RequestExpired",
-        "InvalidHeader",
-    }
-)
-#: Statuses that mean "Manta (or the balancer in front of it) is down for now".
-UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
-
-
-@dataclass(frozen=True)
-class MantaConfig:
-    """The validated ``[storage]`` section of a ``manta`` target."""
-
-    url: str
-    public_url: str
-    user: str
-    key_file: Path
-    key_id: str | None = None
-    connect_timeout: float = 10.0
-    read_timeout: float = 120.0
-    #: Seconds to wait for ``100 Continue`` (or a final answer) before sending the body anyway.
-    continue_timeout: float = 1.0
-    retries: int = 3
-    retry_delay: float = 0.2
-    retry_max_delay: float = 5.0
-    max_connections: int = 64
-    tls_insecure: bool = False
-    #: Entries per listing request (muskie allows 1..1024).
-    list_page_size: int = LIST_LIMIT
-
-    @classmethod
-    def from_mapping(cls, config: Mapping[str, Any]) -> MantaConfig:
-        """Check every key and value, and say which one is wrong."""
-        known = {
-            "url",
-            "public_url",
-            "user",
-            "key_file",
-            "key_id",
-            "connect_timeout",
-            "read_timeout",
-            "continue_timeout",
-            "retries",
-            "retry_delay",
-            "retry_max_delay",
-            "max_connections",
-            "tls_insecure",
-            "list_page_size",
-        }
-        read = SectionReader("manta", config, known)
-        url = read.string("url").rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            raise ValueError("[storage] kind=manta: url must start with http:// or https://")
-        return cls(
-            url=url,
-            public_url=read.string("public_url", url).rstrip("/"),
-            user=read.string("user"),
-            key_file=Path(read.string("key_file")).expanduser(),
-            key_id=read.optional_string("key_id"),
-            connect_timeout=read.number("connect_timeout", cls.connect_timeout),
-            read_timeout=read.number("read_timeout", cls.read_timeout),
-            continue_timeout=read.number("continue_timeout", cls.continue_timeout),
-            retries=read.integer("retries", cls.retries, 0),
-            retry_delay=read.number("retry_delay", cls.retry_delay),
-            retry_max_delay=read.number("retry_max_delay", cls.retry_max_delay),
-            max_connections=read.integer("max_connections", cls.max_connections, 1),
-            tls_insecure=read.boolean("tls_insecure", cls.tls_insecure),
-            list_page_size=read.integer("list_page_size", cls.list_page_size, 2),
-        )
-
-
-def key_id_for(key: PrivateKey, user: str, key_id: str | None) -> str:
-    """The keyId to sign with: ``key_id`` as given (``/login/keys/fp`` or an MD5 fingerprint),
-    else ``/user/keys/<md5 fingerprint of key>``. Manta matches keys by MD5 fingerprint only."""
-    fingerprint = md5_fingerprint(key)
-    if key_id is None:
-        return f"/{user}/keys/{fingerprint}"
-    if key_id.startswith("/"):
-        return key_id
-    given = key_id.removeprefix("MD5:").lower()
-    if given != fingerprint:
-        raise ValueError(
-            f"[storage] kind=manta: key_id {key_id} is not the MD5 fingerprint of key_file "
-            f"({fingerprint})"
-        )
-    return f"/{user}/keys/{fingerprint}"
 
 
 def encode_path(path: str) -> str:
@@ -187,191 +64,6 @@ def _is_directory_type(content_type: str | None) -> bool:
     return main.strip().lower() == "application/x-json-stream" and "type=directory" in (
         params.replace(" ", "").lower()
     )
-
-
-def _release_waiter(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(True)
-
-
-class _ContinueRequest(aiohttp.ClientRequest):
-    """A request that waits at most ``continue_timeout`` for ``100 Continue``.
-
-    aiohttp sends the headers, then awaits the interim answer before writing the body, and only
-    starts its read timeout once the body is written: a server that never answers would hold the
-    upload forever. After ``continue_timeout`` the body goes out anyway (curl's behaviour, after
-    1 s); a server that then still says nothing runs into ``read_timeout``. An early final
-    answer (an auth error, say) ends the request as before: releasing it cancels the writer.
-    """
-
-    continue_timeout: float = 1.0
-
-    async def write_bytes(self, *args: Any, **kwargs: Any) -> None:
-        waiter = self._continue
-        if waiter is not None and not waiter.done():
-            timer = self.loop.call_later(self.continue_timeout, _release_waiter, waiter)
-            waiter.add_done_callback(lambda _done: timer.cancel())
-        await super().write_bytes(*args, **kwargs)
-
-
-def _request_class(continue_timeout: float) -> type[aiohttp.ClientRequest]:
-    """A ``_ContinueRequest`` bound to one target's ``continue_timeout``."""
-    return type("ContinueRequest", (_ContinueRequest,), {"continue_timeout": continue_timeout})
-
-
-class _BodyGuard:
-    """Wraps one attempt's body iterator for aiohttp.
-
-    It keeps the iterator's own exception (aiohttp would wrap it in a connection error), checks
-    that exactly ``size`` bytes come out, and holds back only the chunk that completes the body
-    until the iterator has ended cleanly: when the iterator fails, even at its very end (a sha1
-    check), Manta never receives the last bytes, so it cannot commit the object. Every other
-    chunk goes out as soon as it arrives, as a ``memoryview`` (no copy of what the socket does
-    not take at once).
-    """
-
-    def __init__(self, chunks: AsyncIterator[bytes], size: int) -> None:
-        self.chunks = chunks
-        self.size = size
-        self.error: BaseException | None = None
-
-    async def _next(self) -> bytes | None:
-        """The next non-empty chunk, or ``None`` at the end; records the iterator's error."""
-        while True:
-            try:
-                chunk = await anext(self.chunks)
-            except StopAsyncIteration:
-                return None
-            except Exception as exc:
-                self.error = exc
-                raise
-            if chunk:
-                # bytes are immutable: a view is safe; anything else is copied once.
-                return chunk if isinstance(chunk, bytes) else bytes(chunk)
-
-    def _fail(self, message: str) -> StorageRequestFailed:
-        self.error = StorageRequestFailed(message)
-        return self.error
-
-    async def stream(self) -> AsyncIterator[memoryview]:
-        total = 0
-        while True:
-            chunk = await self._next()
-            if chunk is None:
-                if total != self.size:
-                    raise self._fail(f"the body ended after {total} of {self.size} bytes")
-                return
-            total += len(chunk)
-            if total > self.size:
-                raise self._fail(f"the body is longer than its declared size {self.size}")
-            if total == self.size:
-                # The last bytes: only once the iterator has ended without an error.
-                if await self._next() is not None:
-                    raise self._fail(f"the body is longer than its declared size {self.size}")
-                yield memoryview(chunk)
-                return
-            yield memoryview(chunk)
-
-    def payload(self) -> AsyncIterator[memoryview]:
-        """What aiohttp sends."""
-        return self.stream()
-
-    async def aclose(self) -> None:
-        """Close the caller's iterator (an open source file) even when it was never read."""
-        close = getattr(self.chunks, "aclose", None)
-        if close is not None:
-            with contextlib.suppress(RuntimeError):  # still running in an abandoned writer
-                await close()
-
-
-class _FileSender:
-    """Sends a ``LocalFile`` with ``sendfile``: no copy through Python, no per-chunk work.
-
-    As ``_BodyGuard`` does, it holds back the last byte until the producer's check
-    (``verified``) has passed, and keeps the producer's own exception in ``error``.
-    """
-
-    def __init__(self, local: LocalFile, size: int, stall_timeout: float) -> None:
-        self.local = local
-        self.size = size
-        #: Longest wait for one ``SENDFILE_WINDOW`` to go out: a Manta that stops reading
-        #: mid-body fails the attempt instead of holding it forever.
-        self.stall_timeout = stall_timeout
-        self.error: BaseException | None = None
-
-    def _fail(self, error: BaseException) -> BaseException:
-        self.error = error
-        return error
-
-    def payload(self) -> Payload:
-        """What aiohttp sends."""
-        return _SendfilePayload(self)
-
-    async def send(self, writer: Any) -> None:
-        """Write the body on the request's connection (headers are already out)."""
-        if self.local.size != self.size:
-            raise self._fail(
-                StorageRequestFailed(f"the body has {self.local.size} bytes, not {self.size}")
-            )
-        send_headers = getattr(writer, "send_headers", None)
-        if send_headers is not None:
-            send_headers()
-        await writer.drain()
-        transport = writer.transport
-        if transport is None or transport.is_closing():
-            raise ConnectionResetError("the connection closed before the body was sent")
-        head = max(self.size - 1, 0)
-        sent = await self._sendfile(transport, 0, head)
-        try:
-            await self.local.verified()  # a short file is the producer's error first
-        except Exception as exc:
-            raise self._fail(exc) from None
-        if sent != head:
-            raise self._fail(
-                StorageRequestFailed(f"the body ended after {sent} of {self.size} bytes")
-            )
-        if self.size:
-            await self._sendfile(transport, head, 1)
-
-    async def _sendfile(self, transport: asyncio.Transport, offset: int, count: int) -> int:
-        """Send ``count`` bytes from ``offset`` in windows; returns how many the file had."""
-        loop = asyncio.get_running_loop()
-        sent = 0
-        while sent < count:
-            window = min(SENDFILE_WINDOW, count - sent)
-            try:
-                async with asyncio.timeout(self.stall_timeout):
-                    done = await loop.sendfile(transport, self.local.file, offset + sent, window)
-            except TimeoutError:
-                raise TimeoutError(
-                    f"Manta took in no {window} bytes of the body for {self.stall_timeout} s"
-                ) from None
-            sent += done
-            if done < window:  # the file ended early
-                break
-        return sent
-
-
-class _SendfilePayload(Payload):
-    """An aiohttp payload whose writing is ``_FileSender.send``."""
-
-    _value: _FileSender
-
-    def __init__(self, sender: _FileSender) -> None:
-        super().__init__(sender, content_type="application/octet-stream")
-        self._size = sender.size
-
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        raise TypeError("a file body has no text form")
-
-    async def write(self, writer: Any) -> None:
-        await self._value.send(writer)
-
-    async def write_with_length(self, writer: Any, content_length: int | None) -> None:
-        await self._value.send(writer)
-
-
-_Sender = _BodyGuard | _FileSender
 
 
 class MantaTarget:
@@ -400,7 +92,7 @@ class MantaTarget:
             ),
             auto_decompress=False,
             headers={"User-Agent": f"cloudapi-gateway/{__version__}"},
-            request_class=_request_class(cfg.continue_timeout),
+            request_class=continue_request_class(cfg.continue_timeout),
         )
 
     async def close(self) -> None:
@@ -438,38 +130,14 @@ class MantaTarget:
         """Send one request, retrying transient failures; return a response whose status is in
         ``ok`` (the caller releases it) or raise the matching StorageError."""
         url, signed_path = self._url(path, query)
-        attempt = 0
-        while True:
-            async with self._sender(body, size) as sender:
-                outcome = await self._attempt(method, url, signed_path, path, ok, headers, sender)
-            if isinstance(outcome, aiohttp.ClientResponse):
-                return outcome
-            if not isinstance(outcome, StorageUnavailable) or attempt >= self.config.retries:
-                raise outcome
-            delay = backoff_delay(attempt, self.config.retry_delay, self.config.retry_max_delay)
-            log.info(
-                "Manta %s %s: %s; retry %d in %.2fs", method, path, outcome, attempt + 1, delay
-            )
-            attempt += 1
-            await asyncio.sleep(delay)
 
-    @contextlib.asynccontextmanager
-    async def _sender(self, body: BodyFactory | None, size: int) -> AsyncIterator[_Sender | None]:
-        """One attempt's body: sent from the local file when the body offers one and the
-        connection is plain TCP (sendfile cannot go through TLS), else from its iterator."""
-        if body is None:
-            yield None
-            return
-        if self._sendfile and isinstance(body, LocalFileBody):
-            async with body.local_file() as local:
-                if local is not None:
-                    yield _FileSender(local, size, self.config.read_timeout)
-                    return
-        guard = _BodyGuard(body(), size)
-        try:
-            yield guard
-        finally:
-            await guard.aclose()
+        async def attempt() -> aiohttp.ClientResponse | StorageError:
+            async with body_sender(
+                body, size, sendfile=self._sendfile, stall_timeout=self.config.read_timeout
+            ) as sender:
+                return await self._attempt(method, url, signed_path, path, ok, headers, sender)
+
+        return await with_retries(attempt, self.config, log=log, what=f"Manta {method} {path}")
 
     async def _attempt(
         self,
@@ -479,70 +147,38 @@ class MantaTarget:
         path: str,
         ok: tuple[int, ...],
         headers: Mapping[str, str] | None,
-        guard: _Sender | None,
+        sender: Sender | None,
     ) -> aiohttp.ClientResponse | StorageError:
         """One signed request: the response if its status is in ``ok``, else the error to raise
         or retry. The body iterator's own exception is raised as it is."""
-        data: Any = guard.payload() if guard is not None else None
-        if guard is None and method in ("PUT", "POST"):
+        data: Any = sender.payload() if sender is not None else None
+        if sender is None and method in ("PUT", "POST"):
             data = b""
         sent = self.signer.sign(
             method, signed_path, {**(headers or {}), "x-request-id": str(uuid.uuid4())}
         )
         try:
             response = await self.session.request(
-                method, url, headers=sent, data=data, expect100=guard is not None
+                method, url, headers=sent, data=data, expect100=sender is not None
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            if guard is not None and guard.error is not None:
-                raise guard.error from None
+            if sender is not None and sender.error is not None:
+                raise sender.error from None
             return StorageUnavailable(f"Manta is unreachable: {exc!r}", path=path)
         if response.status in ok:
-            if guard is not None and guard.error is not None:
+            if sender is not None and sender.error is not None:
                 # Cannot happen (the last chunk is held back), but never keep such a write.
                 response.release()
                 await self._delete_quietly(path)
-                raise guard.error
+                raise sender.error
             return response
         try:
-            error = await self._error_from(response, method, path)
+            error = await error_from(response, method, path)
         finally:
             response.release()
-        if guard is not None and guard.error is not None:
-            raise guard.error
+        if sender is not None and sender.error is not None:
+            raise sender.error
         return error
-
-    async def _error_from(
-        self, response: aiohttp.ClientResponse, method: str, path: str
-    ) -> StorageError:
-        """Map a Manta error answer ({"code","message"}, or just a status for HEAD)."""
-        code = ""
-        message = ""
-        if method != "HEAD":
-            try:
-                raw = await response.content.read(MAX_ERROR_BODY)
-                doc = json.loads(raw) if raw else {}
-                if isinstance(doc, dict):
-                    code = str(doc.get("code") or "")
-                    message = str(doc.get("message") or "")
-            except (ValueError, aiohttp.ClientError, TimeoutError):
-                pass
-        status = response.status
-        parent = posixpath.dirname(path.rstrip("/")) or "/"
-        text = message or f"Manta answered {status} {code}".strip()
-        if status in UNAVAILABLE_STATUSES or code == "ServiceUnavailable":
-            return StorageUnavailable(f"Manta is unavailable: {text}", path=path)
-        if code == "DirectoryDoesNotExist":
-            return DirectoryDoesNotExist(f"{parent} does not exist", path=parent)
-        if code == "ParentNotDirectory":
-            return ParentNotDirectory(f"{parent} is not a directory", path=parent)
-        if code == "ContentMD5Mismatch":
-            return ChecksumMismatch(text, path=path)
-        if code == "ResourceNotFound" or (not code and status == 404):
-            return ObjectNotFound(f"{path} was not found", path=path)
-        if code in ACCESS_CODES or (not code and status in (401, 403)):
-            return AccessDenied(f"Manta refused access: {text}", path=path)
-        return StorageRequestFailed(text, path=path, code=code or str(status))
 
     async def _delete_quietly(self, path: str) -> None:
         """Best-effort removal of what a failed upload may have left."""
@@ -707,38 +343,3 @@ class MantaTarget:
         except ObjectNotFound:
             return
         response.release()
-
-
-class MantaTargetFactory:
-    """Builds ``MantaTarget``s from ``[storage] kind = "manta"``."""
-
-    name = "manta"
-
-    def create(self, config: Mapping[str, Any], settings: Settings) -> StorageTarget:
-        """Validate the section and load the key now, so that a bad key stops the start."""
-        cfg = MantaConfig.from_mapping(config)
-        try:
-            key = load_private_key(cfg.key_file)
-        except (OSError, ValueError, TypeError) as exc:
-            raise ValueError(
-                f"[storage] kind=manta: cannot load key_file {cfg.key_file}: {exc}"
-            ) from exc
-        signer = RequestSigner(key, key_id_for(key, cfg.user, cfg.key_id))
-        return MantaTarget(cfg, signer)
-
-
-@hookimpl
-def gateway_register_storage_targets() -> list[MantaTargetFactory]:
-    """Provide the ``manta`` storage kind."""
-    return [MantaTargetFactory()]
-
-
-__all__ = [
-    "MantaConfig",
-    "MantaTarget",
-    "MantaTargetFactory",
-    "SectionReader",
-    "backoff_delay",
-    "encode_path",
-    "gateway_register_storage_targets",
-]

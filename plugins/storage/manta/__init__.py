@@ -1,0 +1,53 @@
+"""The ``manta`` storage kind: Triton Manta (or ``fake-manta``), signed with the operator's key.
+
+One module a job: ``configuration`` (the ``[storage]`` section), ``target`` (``MantaTarget``),
+``upload`` (a PUT's body, with ``sendfile`` when it can), ``errors`` (Manta's answers as
+``StorageError``s) and ``aiohttp_internals`` (every reliance on aiohttp beyond its documented API).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from gateway import hookimpl
+from gateway.httpsig import RequestSigner, load_private_key
+from gateway.storage import StorageTarget
+from plugins.storage.manta.configuration import MantaConfig, key_id_for
+from plugins.storage.manta.target import MantaTarget, encode_path
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+
+__all__ = [
+    "MantaConfig",
+    "MantaTarget",
+    "MantaTargetFactory",
+    "encode_path",
+    "gateway_register_storage_targets",
+    "key_id_for",
+]
+
+
+class MantaTargetFactory:
+    """Builds ``MantaTarget``s from ``[storage] kind = "manta"``."""
+
+    name = "manta"
+
+    def create(self, config: Mapping[str, Any], settings: Settings) -> StorageTarget:
+        """Validate the section and load the key now, so that a bad key stops the start."""
+        cfg = MantaConfig.from_mapping(config)
+        try:
+            key = load_private_key(cfg.key_file)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ValueError(
+                f"[storage] kind=manta: cannot load key_file {cfg.key_file}: {exc}"
+            ) from exc
+        signer = RequestSigner(key, key_id_for(key, cfg.user, cfg.key_id))
+        return MantaTarget(cfg, signer)
+
+
+@hookimpl
+def gateway_register_storage_targets() -> list[MantaTargetFactory]:
+    """Provide the ``manta`` storage kind."""
+    return [MantaTargetFactory()]

@@ -1,0 +1,106 @@
+"""The validated ``[storage]`` section of a ``manta`` target, and the keyId it signs with."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.httpsig import PrivateKey, md5_fingerprint
+from gateway.plugin_kit import NetworkSettings, read_section
+
+#: Largest page muskie allows; the marker row repeats at the top of the next page.
+LIST_LIMIT = 1024
+
+
+@dataclass(frozen=True)
+class MantaConfig(NetworkSettings):
+    """The validated ``[storage]`` section of a ``manta`` target."""
+
+    url: str
+    public_url: str
+    user: str
+    key_file: Path
+    key_id: str | None = None
+    #: Seconds to wait for ``100 Continue`` (or a final answer) before sending the body anyway.
+    continue_timeout: float = 1.0
+    max_connections: int = 64
+    tls_insecure: bool = False
+    #: Entries per listing request (muskie allows 1..1024).
+    list_page_size: int = LIST_LIMIT
+
+    @classmethod
+    def schema(cls) -> dict[str, Any]:
+        """The section's JSON Schema, with this class's defaults."""
+        return {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["url", "user", "key_file"],
+            "properties": {
+                "kind": {"const": "manta"},
+                "url": {
+                    "type": "string",
+                    "pattern": "^https?://",
+                    "x-must-be": "a URL that starts with http:// or https://",
+                },
+                "public_url": {"type": "string", "minLength": 1},
+                "user": {"type": "string", "minLength": 1},
+                "key_file": {"type": "string", "minLength": 1},
+                "key_id": {"type": "string"},
+                "continue_timeout": {
+                    "type": "number",
+                    "minimum": 0,
+                    "default": cls.continue_timeout,
+                },
+                "max_connections": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "default": cls.max_connections,
+                },
+                "tls_insecure": {"type": "boolean", "default": cls.tls_insecure},
+                "list_page_size": {
+                    "type": "integer",
+                    "minimum": 2,
+                    "maximum": LIST_LIMIT,
+                    "default": cls.list_page_size,
+                },
+                **cls.network_schema(),
+            },
+        }
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any]) -> MantaConfig:
+        """Check every key and value, and say which one is wrong."""
+        values = read_section(config, cls.schema(), where="[storage] kind=manta")
+        url = values["url"].rstrip("/")
+        return cls(
+            url=url,
+            public_url=values.get("public_url", url).rstrip("/"),
+            user=values["user"],
+            key_file=Path(values["key_file"]).expanduser(),
+            key_id=values.get("key_id"),
+            **cls.network_values(values),
+            continue_timeout=float(values["continue_timeout"]),
+            max_connections=values["max_connections"],
+            tls_insecure=values["tls_insecure"],
+            list_page_size=values["list_page_size"],
+        )
+
+
+def key_id_for(key: PrivateKey, user: str, key_id: str | None) -> str:
+    """The keyId to sign with: ``key_id`` as given (``/login/keys/fp`` or an MD5 fingerprint),
+    else ``/user/keys/<md5 fingerprint of key>``. Manta matches keys by MD5 fingerprint only."""
+    fingerprint = md5_fingerprint(key)
+    if key_id is None:
+        return f"/{user}/keys/{fingerprint}"
+    if key_id.startswith("/"):
+        return key_id
+    given = key_id.removeprefix("MD5:").lower()
+    if given != fingerprint:
+        raise ValueError(
+            f"[storage] kind=manta: key_id {key_id} is not the MD5 fingerprint of key_file "
+            f"({fingerprint})"
+        )
+    return f"/{user}/keys/{fingerprint}"
