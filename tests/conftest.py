@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 # One moto server per session, shared by the contract and export suites (reset per test).
-from storage_targets import moto_s3  # noqa: F401 - fixture
+from tests.support.storage_targets import moto_s3  # noqa: F401 - fixture
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -1,7 +1,7 @@
 """Shared set-up for the official Node.js client conformance tests (``pytest -m clients``).
 
-node-manta is installed from npm into ``<repo>/.cache/npm`` (``tests/npm_tools.py``): without
-node/npm these tests skip with a notice, and fail under ``CI=true``. Keys of each type are
+node-manta is installed from npm into ``<repo>/.cache/npm`` (``tests/support/npm_tools.py``):
+without node/npm these tests skip with a notice, and fail under ``CI=true``. Keys of each type are
 generated here and written in OpenSSH format to a temporary ``$HOME/.ssh``, where smartdc-auth's
 ``homedir`` key-ring plugin finds them by fingerprint (no ssh-agent: SSH_AUTH_SOCK is unset).
 """
@@ -15,11 +15,11 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from node_manta_tools import NODE_MANTA, ClientKey, NodeManta, start_manta
-from npm_tools import ensure_npm_package
 
 from fake_manta import ThreadedFakeManta
 from gateway.cli.dev import DevEnvironment, running
+from tests.support.node_manta_tools import NODE_MANTA, ClientKey, NodeManta, start_manta
+from tests.support.npm_tools import ensure_npm_package
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from node_manta_tools import ClientKey, NodeManta
 
 from fake_manta import ThreadedFakeManta
+from tests.support.node_manta_tools import ClientKey, NodeManta
 
 pytestmark = pytest.mark.clients
 

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from node_manta_tools import ClientKey, NodeManta, start_manta
 
 from fake_manta import ThreadedFakeManta
+from tests.support.node_manta_tools import ClientKey, NodeManta, start_manta
 
 pytestmark = pytest.mark.clients
 

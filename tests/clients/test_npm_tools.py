@@ -1,4 +1,4 @@
-"""``tests/npm_tools.py`` without Node.js: a visible skip locally, a failure under CI=true.
+"""``tests/support/npm_tools.py`` without Node.js: a visible skip locally, a failure under CI=true.
 
 Not marked ``clients``: these run in the default test env, where node may well be missing.
 """
@@ -6,7 +6,8 @@ Not marked ``clients``: these run in the default test env, where node may well b
 from __future__ import annotations
 
 import pytest
-from npm_tools import NodeToolchainMissing, ensure_npm_package, in_ci, package_dir
+
+from tests.support.npm_tools import NodeToolchainMissing, ensure_npm_package, in_ci, package_dir
 
 
 def test_missing_node_skips_with_a_notice(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from export_clients import MANTA, node_env
-from npm_tools import ensure_npm_package, run_cli
 
 from gateway.cli.dev import DevEnvironment
+from tests.support.export_clients import MANTA, node_env
+from tests.support.npm_tools import ensure_npm_package, run_cli
 
 pytestmark = pytest.mark.clients
 

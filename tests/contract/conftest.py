@@ -6,7 +6,8 @@ Adding a target means adding it to ``TARGET_NAMES`` and ``open_target``; no test
 from __future__ import annotations
 
 import pytest
-from storage_targets import TargetHarness, storage_harness  # noqa: F401 - fixture
+
+from tests.support.storage_targets import TargetHarness, storage_harness  # noqa: F401 - fixture
 
 
 @pytest.fixture

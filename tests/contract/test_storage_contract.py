@@ -12,7 +12,6 @@ import os
 from collections.abc import AsyncIterator
 
 import pytest
-from storage_targets import RETRIES, TargetHarness
 
 from gateway.storage import (
     BodyFactory,
@@ -23,6 +22,7 @@ from gateway.storage import (
     StorageTarget,
     StorageUnavailable,
 )
+from tests.support.storage_targets import RETRIES, TargetHarness
 
 
 def md5_b64(data: bytes) -> str:

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from export_env import ExportEnv, make_env
-from storage_targets import TARGET_NAMES, open_target
+
+from tests.support.export_env import ExportEnv, make_env
+from tests.support.storage_targets import TARGET_NAMES, open_target
 
 
 @pytest.fixture(params=TARGET_NAMES)

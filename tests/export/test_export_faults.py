@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from export_env import ExportEnv, make_env
-from storage_targets import RETRIES
 
 from gateway.server.appkeys import CATALOG
+from tests.support.export_env import ExportEnv, make_env
+from tests.support.storage_targets import RETRIES
 
 BEYOND_RETRIES = RETRIES + 1
 

@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from export_env import ExportEnv, make_env
-from storage_targets import open_target
 
 from gateway import hookimpl
 from gateway.catalog import Image, LocalFileCatalog
@@ -25,6 +23,8 @@ from gateway.server.appkeys import CATALOG
 from gateway.settings import Settings
 from plugins.catalog.embedded import EmbeddedCatalogFactory
 from plugins.catalog.embedded.store import EmbeddedCatalog
+from tests.support.export_env import ExportEnv, make_env
+from tests.support.storage_targets import open_target
 
 
 class StreamOnlyCatalog:

@@ -10,7 +10,8 @@ import random
 from typing import Any
 
 import pytest
-from export_env import ExportEnv
+
+from tests.support.export_env import ExportEnv
 
 
 def blob(size: int, seed: int = 1) -> bytes:

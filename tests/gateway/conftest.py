@@ -20,7 +20,7 @@ from gateway.actions import Account
 from gateway.httpsig import RequestSigner
 from gateway.server.app import create_app
 from gateway.settings import Settings
-from tests.helpers import add_caller
+from tests.support.helpers import add_caller
 
 AppFactory = Callable[..., web.Application]
 

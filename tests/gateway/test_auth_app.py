@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from gateway.httpsig import RequestSigner, md5_fingerprint, ssh_public_key_line
 from gateway.server.appkeys import ACCOUNTS
-from tests.helpers import import_image
+from tests.support.helpers import import_image
 
 UNKNOWN = "00000000-0000-0000-0000-000000000000"
 

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from npm_tools import ensure_npm_package, run_cli, workstation_environ
 
 from gateway import httpsig
 from gateway.server.app import create_app
 from gateway.server.appkeys import ACCOUNTS
 from gateway.settings import Settings
-from tests.helpers import import_image
+from tests.support.helpers import import_image
+from tests.support.npm_tools import ensure_npm_package, run_cli, workstation_environ
 
 pytestmark = pytest.mark.clients
 

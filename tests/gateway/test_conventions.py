@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gateway import __version__
-from tests.helpers import EchoPlugin, import_image
+from tests.support.helpers import EchoPlugin, import_image
 
 pytestmark = pytest.mark.asyncio
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import EchoPlugin, import_image
+from tests.support.helpers import EchoPlugin, import_image
 
 pytestmark = pytest.mark.asyncio
 

@@ -19,7 +19,7 @@ import aiohttp
 
 from gateway.httpsig import RequestSigner, ssh_public_key_line
 from gateway.server.accounts import AccountStore
-from tests.helpers import new_key, signed_headers
+from tests.support.helpers import new_key, signed_headers
 
 SERVER = r"""
 import asyncio, logging, sys

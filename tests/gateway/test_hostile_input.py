@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from tests.helpers import EchoPlugin, import_image
+from tests.support.helpers import EchoPlugin, import_image
 
 pytestmark = pytest.mark.asyncio
 

@@ -20,7 +20,7 @@ from gateway.server.plugin_manager import (
 )
 from gateway.settings import Settings
 from gateway.storage import ObjectInfo
-from tests.helpers import EchoAction, EchoPlugin, import_image
+from tests.support.helpers import EchoAction, EchoPlugin, import_image
 
 
 class OtherEchoPlugin:

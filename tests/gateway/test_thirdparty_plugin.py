@@ -16,7 +16,7 @@ from gateway import PROJECT_NAME
 from gateway.server.app import create_app
 from gateway.server.appkeys import ACTIONS
 from gateway.settings import Settings
-from tests.helpers import import_image
+from tests.support.helpers import import_image
 
 pytestmark = pytest.mark.skipif(
     not any(ep.name == "checksum" for ep in entry_points(group=PROJECT_NAME)),

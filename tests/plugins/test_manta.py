@@ -16,7 +16,6 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from storage_targets import LOGIN, OPERATOR, manta_target, write_operator_key
 
 from gateway.httpsig import PrivateKey, md5_fingerprint, ssh_public_key_line
 from gateway.settings import Settings
@@ -31,6 +30,7 @@ from gateway.storage import (
 )
 from plugins.storage import manta
 from plugins.storage.manta import MantaConfig, MantaTarget, MantaTargetFactory, encode_path
+from tests.support.storage_targets import LOGIN, OPERATOR, manta_target, write_operator_key
 
 
 def md5_b64(data: bytes) -> str:

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from storage_targets import BUCKET, S3_PART_SIZE, MotoS3, TargetHarness, moto_s3, s3_target
 
 from gateway.settings import Settings
 from gateway.storage import (
@@ -23,6 +22,14 @@ from gateway.storage import (
 )
 from plugins.storage import s3
 from plugins.storage.s3 import S3Config, S3Target, S3TargetFactory, path_to_key
+from tests.support.storage_targets import (
+    BUCKET,
+    S3_PART_SIZE,
+    MotoS3,
+    TargetHarness,
+    moto_s3,
+    s3_target,
+)
 
 __all__ = ["moto_s3"]  # the session fixture, re-exported for pytest
 

@@ -9,7 +9,7 @@ every target (``harness.faults.add(method=, path=, status=, code=, times=, cut_a
 
 Reuse it from any conftest::
 
-    from storage_targets import moto_s3, storage_harness  # noqa: F401  (pytest fixtures)
+    from tests.support.storage_targets import moto_s3, storage_harness  # noqa: F401 (fixtures)
 
 and parametrize over targets by requesting ``storage_harness`` (or call ``open_target``).
 """

@@ -10,10 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from npm_tools import workstation_environ
-
 from fake_manta import ThreadedFakeManta
 from gateway.httpsig import PrivateKey, RequestSigner, md5_fingerprint, ssh_public_key_line
+from tests.support.npm_tools import workstation_environ
 
 NODE_MANTA = ("manta", "5.4.2")
 #: one CLI run; generous because node starts slowly on a busy 2-core machine

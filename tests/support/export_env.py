@@ -2,8 +2,8 @@
 
 Every test talks HTTP to ``gateway.server.app.create_app`` (signed requests, loopback), and the
 gateway writes into a real server: the fake Manta (memory and on-disk backends) or moto's S3,
-from ``tests/storage_targets.py``. What was written is read back through an independent target
-instance (the harness's), never through the gateway.
+from ``tests/support/storage_targets.py``. What was written is read back through an independent
+target instance (the harness's), never through the gateway.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from storage_targets import TargetHarness
 from yarl import URL
 
 from gateway.actions import Account
@@ -28,7 +27,8 @@ from gateway.httpsig import RequestSigner
 from gateway.server.app import create_app
 from gateway.server.appkeys import CATALOG
 from gateway.settings import Settings
-from tests.helpers import _chunks, add_caller, make_manifest
+from tests.support.helpers import _chunks, add_caller, make_manifest
+from tests.support.storage_targets import TargetHarness
 
 #: Targets without fault-free parents (S3) skip the tests that need Manta's directory rules.
 MANTA_TARGETS = ("manta-memory", "manta-disk")

@@ -14,9 +14,8 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from npm_tools import run_cli, workstation_environ
-
 from gateway.cli.dev import DevEnvironment
+from tests.support.npm_tools import run_cli, workstation_environ
 
 MANTA = ("manta", "5.4.2")
 
