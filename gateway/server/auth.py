@@ -129,8 +129,7 @@ _ROUTE_NAMES = {
 
 def _route_name(request: web.Request) -> str | None:
     """The CloudAPI action name of the matched route (RBAC's ``req.routename``), if known."""
-    route = request.match_info.route
-    name = route.name or (route.resource.name if route.resource is not None else None)
+    name = request.match_info.route.name  # always the resource's name
     if not name:
         return None
     return _ROUTE_NAMES.get((name, request.method), name.replace("_", "").lower())

@@ -48,7 +48,8 @@ def create_component(
 ) -> Any:
     """Build what ``config["kind"]`` selects among ``factories`` (catalogs or storage targets).
 
-    The one place that turns a settings section into a plugin object, for the app and the CLI.
+    The one place that turns a settings section into a plugin object, for the app and the CLI,
+    and so the one that says which section a plugin's ``ValueError`` is about.
     """
     kind = config.get("kind")
     factory = factories.get(str(kind))
@@ -59,7 +60,7 @@ def create_component(
     try:
         return factory.create(options, settings)
     except (ValueError, TypeError, KeyError) as exc:
-        raise ConfigurationError(f"[{section}] kind {kind!r}: {exc}") from exc
+        raise ConfigurationError(f"[{section}] kind={kind}: {exc}") from exc
 
 
 def disabled_plugin_names(settings: Settings, env: Mapping[str, str] | None = None) -> set[str]:

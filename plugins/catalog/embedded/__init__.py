@@ -33,7 +33,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "kind": {"const": "embedded"},
-        "path": {"type": "string", "minLength": 1, "x-must-be": "a non-empty path"},
+        "path": {"type": "string", "minLength": 1},
     },
 }
 
@@ -45,7 +45,7 @@ class EmbeddedCatalogFactory:
 
     def create(self, config: Mapping[str, Any], settings: Settings) -> EmbeddedCatalog:
         plain = {k: str(v) if isinstance(v, Path) else v for k, v in config.items()}
-        values = read_section(plain, CONFIG_SCHEMA, where="[catalog] kind=embedded")
+        values = read_section(plain, CONFIG_SCHEMA)
         # A relative path is taken from data_dir; an absolute one wins.
         root = Path(settings.data_dir) / Path(values.get("path", "images")).expanduser()
         manifest_validator()  # fail at start, not on the first import, if the schema is broken

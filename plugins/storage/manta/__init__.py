@@ -41,7 +41,7 @@ class MantaTargetFactory:
             key = load_private_key(cfg.key_file)
         except (OSError, ValueError, TypeError) as exc:
             raise ValueError(
-                f"[storage] kind=manta: cannot load key_file {cfg.key_file}: {exc}"
+                f"cannot load key_file {cfg.key_file}: {exc}"
             ) from exc
         signer = RequestSigner(key, key_id_for(key, cfg.user, cfg.key_id))
         return MantaTarget(cfg, signer)

@@ -73,7 +73,7 @@ class MantaConfig(NetworkSettings):
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> MantaConfig:
         """Check every key and value, and say which one is wrong."""
-        values = read_section(config, cls.schema(), where="[storage] kind=manta")
+        values = read_section(config, cls.schema())
         url = values["url"].rstrip("/")
         return cls(
             url=url,
@@ -100,7 +100,7 @@ def key_id_for(key: PrivateKey, user: str, key_id: str | None) -> str:
     given = key_id.removeprefix("MD5:").lower()
     if given != fingerprint:
         raise ValueError(
-            f"[storage] kind=manta: key_id {key_id} is not the MD5 fingerprint of key_file "
+            f"key_id {key_id} is not the MD5 fingerprint of key_file "
             f"({fingerprint})"
         )
     return f"/{user}/keys/{fingerprint}"

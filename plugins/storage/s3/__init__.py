@@ -48,7 +48,7 @@ class S3TargetFactory:
         """Validate the section and build the target (nothing is contacted yet)."""
         if not HAVE_AIOBOTOCORE:
             raise ValueError(
-                "[storage] kind=s3 needs aiobotocore: pip install 'cloudapi-gateway[s3]'"
+                "this kind needs aiobotocore: pip install 'cloudapi-gateway[s3]'"
             )
         return S3Target(S3Config.from_mapping(config))
 

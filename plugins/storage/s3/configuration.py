@@ -84,9 +84,9 @@ class S3Config(NetworkSettings):
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> S3Config:
         """Check every key and value, and say which one is wrong."""
-        values = read_section(config, cls.schema(), where="[storage] kind=s3")
+        values = read_section(config, cls.schema())
         if ("access_key" in values) != ("secret_key" in values):
-            raise ValueError("[storage] kind=s3: give both access_key and secret_key, or neither")
+            raise ValueError("give both access_key and secret_key, or neither")
         bucket = values["bucket"]
         endpoint, region = values.get("endpoint_url"), values.get("region")
         public_url = values.get("public_url") or _default_public_url(bucket, endpoint, region)
