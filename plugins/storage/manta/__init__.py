@@ -40,9 +40,7 @@ class MantaTargetFactory:
         try:
             key = load_private_key(cfg.key_file)
         except (OSError, ValueError, TypeError) as exc:
-            raise ValueError(
-                f"cannot load key_file {cfg.key_file}: {exc}"
-            ) from exc
+            raise ValueError(f"cannot load key_file {cfg.key_file}: {exc}") from exc
         signer = RequestSigner(key, key_id_for(key, cfg.user, cfg.key_id))
         return MantaTarget(cfg, signer)
 

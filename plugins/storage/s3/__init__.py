@@ -47,9 +47,7 @@ class S3TargetFactory:
     def create(self, config: Mapping[str, Any], settings: Settings) -> StorageTarget:
         """Validate the section and build the target (nothing is contacted yet)."""
         if not HAVE_AIOBOTOCORE:
-            raise ValueError(
-                "this kind needs aiobotocore: pip install 'cloudapi-gateway[s3]'"
-            )
+            raise ValueError("this kind needs aiobotocore: pip install 'cloudapi-gateway[s3]'")
         return S3Target(S3Config.from_mapping(config))
 
 
