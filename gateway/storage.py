@@ -99,6 +99,13 @@ class ChecksumMismatch(StorageError):
     """The target computed a different MD5 than the one sent."""
 
 
+class CopyUnsupported(StorageError):
+    """The store cannot copy inside itself (Manta v2 answers ``403 SnaplinksDisabledError``).
+
+    Not a failure of the store: a caller that wanted a cheap copy goes on without one.
+    """
+
+
 class StorageRequestFailed(StorageError):
     """Any other refusal; ``code`` is the target's own error code when it gave one."""
 
@@ -157,6 +164,43 @@ class StorageTarget(Protocol):
         """Return an iterator over the entries directly under the directory ``path``.
 
         Called as ``async for info in await target.list_directory(path)``.
+        """
+
+
+@runtime_checkable
+class CopyingTarget(StorageTarget, Protocol):
+    """The optional capability to copy an object inside the store, bytes never leaving it.
+
+    Check it with ``isinstance(target, CopyingTarget)``; a target that has the method may
+    still raise ``CopyUnsupported`` when the store itself refuses (Manta v2).
+    """
+
+    async def copy_object(self, source: str, destination: str) -> ObjectInfo:
+        """Make ``destination`` an object with ``source``'s bytes, content type and MD5.
+
+        The store does the copy (Manta: a SnapLink; S3: CopyObject, or UploadPartCopy parts
+        above the target's threshold); nothing passes through the gateway. Like ``put_object``
+        it is atomic: ``destination`` holds what it held before or the whole copy, never part
+        of it, and an existing object there is replaced. ``source`` missing raises
+        ``ObjectNotFound``; a directory at ``source`` raises ``StorageRequestFailed``. The
+        destination's parent must exist, as for ``put_object``. Transient failures are retried
+        like every other request; the returned info describes ``destination``.
+        """
+
+
+@runtime_checkable
+class PartialUploadsTarget(StorageTarget, Protocol):
+    """The optional capability to drop uploads that were started and never completed.
+
+    A store whose large writes are several requests (S3 multipart uploads) keeps the parts of
+    a writer that died until someone aborts them; they are invisible in listings but stored
+    (and billed). Repairs call this for the paths a dead writer was writing.
+    """
+
+    async def discard_partial_uploads(self, path: str) -> int:
+        """Abort every incomplete upload to exactly ``path``; return how many there were.
+
+        Only for a path no live writer is uploading to (the caller holds its journal entry).
         """
 
 

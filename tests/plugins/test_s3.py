@@ -17,6 +17,9 @@ from gateway.settings import Settings
 from gateway.storage import (
     AccessDenied,
     ChecksumMismatch,
+    CopyingTarget,
+    ObjectNotFound,
+    PartialUploadsTarget,
     StorageRequestFailed,
     StorageUnavailable,
 )
@@ -34,6 +37,7 @@ from tests.support.storage_targets import (
 __all__ = ["moto_s3"]  # the session fixture, re-exported for pytest
 
 MiB = 1024 * 1024
+GiB = 1024 * MiB
 
 
 def md5_b64(data: bytes) -> str:
@@ -82,6 +86,8 @@ def test_settings_defaults() -> None:
     assert isinstance(target, S3Target)
     assert target.public_url == "http://127.0.0.1:5000/images"
     assert target.config.part_size == 16 * MiB
+    assert target.config.copy_multipart_threshold == 1024 * MiB
+    assert target.config.copy_part_size == 512 * MiB
     aws = S3Config.from_mapping({"bucket": "images", "region": "eu-west-1"})
     assert aws.public_url == "https://images.s3.eu-west-1.amazonaws.com"
 
@@ -95,6 +101,11 @@ def test_settings_defaults() -> None:
         ({"addressing_style": "sideways"}, "addressing_style must be"),
         ({"access_key": "AKIA"}, "both access_key and secret_key"),
         ({"colour": "blue"}, "unknown setting"),
+        ({"copy_multipart_threshold": 0}, "copy_multipart_threshold must be an integer from 1 to"),
+        ({"copy_multipart_threshold": 5 * GiB + 1}, r"to 5368709120, got 5368709121"),
+        ({"copy_multipart_threshold": "1GiB"}, "copy_multipart_threshold must be an integer"),
+        ({"copy_part_size": MiB}, "copy_part_size must be an integer from 5242880 to 5368709120"),
+        ({"copy_part_size": 5 * GiB + 1}, "copy_part_size must be an integer from 5242880 to"),
     ],
 )
 def test_bad_settings_are_refused_with_the_key_named(change: dict[str, Any], message: str) -> None:
@@ -103,6 +114,14 @@ def test_bad_settings_are_refused_with_the_key_named(change: dict[str, Any], mes
     config = {k: v for k, v in config.items() if v is not None}
     with pytest.raises(ValueError, match=message):
         S3TargetFactory().create(config, Settings())
+
+
+def test_copy_settings_take_s3s_limits_and_environment_strings() -> None:
+    config = S3Config.from_mapping(
+        {"bucket": "images", "copy_multipart_threshold": 5 * GiB, "copy_part_size": "6291456"}
+    )
+    assert config.copy_multipart_threshold == 5 * GiB  # CopyObject's own limit, inclusive
+    assert config.copy_part_size == 6 * MiB
 
 
 def test_manta_paths_map_to_keys() -> None:
@@ -294,6 +313,206 @@ async def test_a_body_shorter_than_its_size_is_refused(harness: TargetHarness) -
     assert await harness.target.stat(harness.path("short")) is None
 
 
+# --- copies --------------------------------------------------------------------------------
+
+
+async def put(harness: TargetHarness, name: str, data: bytes, content_type: str) -> str:
+    path = harness.path(name)
+    await harness.target.put_object(
+        path, body_of(data), size=len(data), content_md5=md5_b64(data), content_type=content_type
+    )
+    return path
+
+
+async def read(harness: TargetHarness, path: str) -> bytes:
+    return b"".join([chunk async for chunk in await harness.target.get_object(path)])
+
+
+def record_calls(harness: TargetHarness) -> list[tuple[str, dict[str, Any]]]:
+    """Every S3 operation the target makes from now on (each attempt), with its parameters."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        calls.append((model.name, dict(params)))
+
+    raw(harness).meta.events.register("provide-client-params.s3", record)
+    return calls
+
+
+def copy_of(harness: TargetHarness) -> CopyingTarget:
+    assert isinstance(harness.target, CopyingTarget)
+    return harness.target
+
+
+async def test_up_to_the_copy_threshold_one_copy_object_keeps_bytes_md5_and_type(
+    harness: TargetHarness,
+) -> None:
+    data = os.urandom(S3_PART_SIZE)  # at the threshold: still one CopyObject
+    source = await put(harness, "src", data, "text/plain")
+    destination = await put(harness, "dst", b"replaced", "application/octet-stream")
+    source_etag = (await raw(harness).head_object(Bucket=BUCKET, Key="bob/stor/src"))["ETag"]
+    calls = record_calls(harness)
+    info = await copy_of(harness).copy_object(source, destination)
+    assert [name for name, _ in calls] == ["HeadObject", "CopyObject"]
+    params = calls[1][1]
+    assert params["CopySourceIfMatch"] == source_etag
+    assert params["MetadataDirective"] == "COPY"
+    assert info.path == destination and info.type == "object" and info.size == len(data)
+    assert info.content_md5 == md5_b64(data) and info.content_type == "text/plain"
+    assert info.etag == hashlib.md5(data).hexdigest()
+    assert await read(harness, destination) == data
+    stat = await harness.target.stat(destination)
+    assert stat is not None
+    assert (stat.size, stat.content_md5, stat.content_type, stat.etag) == (
+        len(data),
+        md5_b64(data),
+        "text/plain",
+        info.etag,
+    )
+
+
+async def test_above_the_copy_threshold_parts_are_copied_by_range(harness: TargetHarness) -> None:
+    data = os.urandom(12 * MiB)
+    md5 = md5_b64(data)
+    source = await put(harness, "big-src", data, "application/x-gzip")
+    source_etag = (await raw(harness).head_object(Bucket=BUCKET, Key="bob/stor/big-src"))["ETag"]
+    calls = record_calls(harness)
+    destination = harness.path("big-dst")
+    info = await copy_of(harness).copy_object(source, destination)
+    names = [name for name, _ in calls]
+    assert names[:2] == ["HeadObject", "CreateMultipartUpload"]
+    assert names[-1] == "CompleteMultipartUpload" and names.count("UploadPartCopy") == 3
+    created = calls[1][1]
+    assert created["Metadata"] == {"content-md5": md5}
+    assert created["ContentType"] == "application/x-gzip"
+    part_copies = [params for name, params in calls if name == "UploadPartCopy"]
+    by_number = sorted(part_copies, key=lambda p: p["PartNumber"])
+    assert [p["CopySourceRange"] for p in by_number] == [
+        f"bytes=0-{5 * MiB - 1}",
+        f"bytes={5 * MiB}-{10 * MiB - 1}",
+        f"bytes={10 * MiB}-{12 * MiB - 1}",
+    ]
+    assert {p["CopySourceIfMatch"] for p in part_copies} == {source_etag}
+    assert harness.extra["proxy"].max_in_flight["PUT"] <= harness.storage["max_concurrency"]
+    assert info.etag is not None and info.etag.endswith("-3")
+    assert (info.size, info.content_md5, info.content_type) == (
+        len(data),
+        md5,
+        "application/x-gzip",
+    )
+    assert await read(harness, destination) == data
+    stat = await harness.target.stat(destination)
+    assert stat is not None and stat.content_md5 == md5 and stat.etag == info.etag
+    assert stat.content_type == "application/x-gzip"
+    assert await harness.leftovers() == []
+
+
+async def test_a_multipart_copy_keeps_an_md5_the_source_had_only_as_its_etag(
+    harness: TargetHarness,
+) -> None:
+    data = os.urandom(S3_PART_SIZE + 10)  # written by someone else: one PUT, no MD5 metadata
+    await raw(harness).put_object(Bucket=BUCKET, Key="bob/stor/foreign", Body=data)
+    info = await copy_of(harness).copy_object(harness.path("foreign"), harness.path("mine"))
+    assert info.etag is not None and info.etag.endswith("-2")
+    stat = await harness.target.stat(harness.path("mine"))
+    assert stat is not None and stat.content_md5 == md5_b64(data) == info.content_md5
+
+
+async def test_the_copy_part_size_grows_to_stay_within_s3s_part_count(
+    harness: TargetHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("plugins.storage.s3.copy.MAX_PARTS", 2)
+    data = os.urandom(12 * MiB)
+    source = await put(harness, "src", data, "application/octet-stream")
+    info = await copy_of(harness).copy_object(source, harness.path("dst"))
+    assert info.etag is not None and info.etag.endswith("-2")  # 6 MiB parts, not 5 MiB
+    assert await read(harness, harness.path("dst")) == data
+
+
+# UploadPartCopy is a PUT on the destination key (with ?partNumber=..&uploadId=..); the
+# multipart upload's create and complete are POSTs, its abort a DELETE.
+@pytest.mark.parametrize(
+    ("fault", "raised"),
+    [
+        ({"status": 503, "code": "SlowDown", "times": 99}, StorageUnavailable),
+        ({"status": 400, "code": "InvalidRequest", "times": 1}, StorageRequestFailed),
+    ],
+    ids=["lasting-503", "one-400"],
+)
+async def test_a_failing_part_copy_aborts_and_keeps_the_destination(
+    harness: TargetHarness, fault: dict[str, Any], raised: type[Exception]
+) -> None:
+    data = os.urandom(12 * MiB)
+    source = await put(harness, "src", data, "application/octet-stream")
+    destination = await put(harness, "kept", b"what was there", "text/plain")
+    rule = harness.faults.add(method="PUT", path=r"/kept$", **fault)
+    with pytest.raises(raised):
+        await copy_of(harness).copy_object(source, destination)
+    if fault["times"] > 1:  # two part copies in flight, each tried retries + 1 times at most
+        retries = harness.storage["retries"]
+        assert retries + 1 <= rule.hits <= 2 * (retries + 1)
+    else:
+        assert rule.hits == 1
+    assert await harness.leftovers() == []
+    assert await read(harness, destination) == b"what was there"
+    stat = await harness.target.stat(destination)
+    assert stat is not None and stat.content_md5 == md5_b64(b"what was there")
+
+
+# moto ignores x-amz-copy-source-if-match (it implements only -if-none-match, on CopyObject):
+# the 412 that S3 answers when the source changed is injected here.
+@pytest.mark.parametrize("size", [1000, 12 * MiB], ids=["single", "multipart"])
+async def test_a_source_replaced_during_the_copy_fails_it(
+    harness: TargetHarness, size: int
+) -> None:
+    source = await put(harness, "src", os.urandom(size), "application/octet-stream")
+    harness.faults.add(method="PUT", path=r"/dst$", status=412, code="PreconditionFailed")
+    with pytest.raises(StorageRequestFailed, match="changed while it was being copied") as raised:
+        await copy_of(harness).copy_object(source, harness.path("dst"))
+    assert raised.value.code == "PreconditionFailed" and raised.value.path == source
+    assert await harness.leftovers() == []
+    assert await harness.target.stat(harness.path("dst")) is None
+
+
+async def test_a_source_deleted_during_a_multipart_copy_is_not_found(
+    harness: TargetHarness,
+) -> None:
+    source = await put(harness, "src", os.urandom(12 * MiB), "application/octet-stream")
+    harness.faults.add(method="PUT", path=r"/dst$", status=404, code="NoSuchKey")
+    with pytest.raises(ObjectNotFound) as raised:
+        await copy_of(harness).copy_object(source, harness.path("dst"))
+    assert raised.value.path == source
+    assert await harness.leftovers() == []
+
+
+async def test_only_objects_are_copied(harness: TargetHarness) -> None:
+    await harness.target.mkdir(harness.path("marked"))
+    await raw(harness).put_object(Bucket=BUCKET, Key="bob/stor/implicit/x", Body=b"x")
+    target = copy_of(harness)
+    with pytest.raises(ObjectNotFound):
+        await target.copy_object(harness.path("missing"), harness.path("dst"))
+    for directory in ("marked", "implicit"):
+        with pytest.raises(StorageRequestFailed, match="is a directory"):
+            await target.copy_object(harness.path(directory), harness.path("dst"))
+    with pytest.raises(StorageRequestFailed, match="is a directory"):
+        await target.copy_object(f"/{harness.login}/stor", harness.path("dst"))
+    assert await harness.target.stat(harness.path("dst")) is None
+
+
+async def test_copying_an_object_onto_itself_leaves_it_as_it_is(harness: TargetHarness) -> None:
+    data = os.urandom(1000)
+    source = await put(harness, "self", data, "text/plain")
+    calls = record_calls(harness)
+    info = await copy_of(harness).copy_object(source, source)
+    assert [name for name, _ in calls] == ["HeadObject"]  # S3 refuses an unchanged self-copy
+    assert (info.size, info.content_md5, info.content_type) == (
+        len(data),
+        md5_b64(data),
+        "text/plain",
+    )
+    assert await read(harness, source) == data
+
+
 # --- errors --------------------------------------------------------------------------------
 
 
@@ -342,3 +561,14 @@ async def test_an_unreachable_endpoint_is_storage_unavailable(tmp_path: Path) ->
             await target.stat("/bob/stor/x")
     finally:
         await target.close()
+
+
+async def test_partial_uploads_of_exactly_one_path_are_discarded(harness: TargetHarness) -> None:
+    """What a dead writer left at one key is aborted; a neighbour's upload is not touched."""
+    target = harness.target
+    assert isinstance(target, PartialUploadsTarget)
+    for key in ("bob/stor/img.zfs", "bob/stor/img.zfs", "bob/stor/img.zfs.other"):
+        await raw(harness).create_multipart_upload(Bucket=BUCKET, Key=key)
+    assert await target.discard_partial_uploads("/bob/stor/img.zfs") == 2
+    assert await harness.leftovers() == ["bob/stor/img.zfs.other"]
+    assert await target.discard_partial_uploads("/bob/stor/img.zfs") == 0

@@ -1,10 +1,11 @@
 """Every storage target the tests run against, ready to use: real servers on loopback.
 
 One ``TargetHarness`` per target name (``TARGET_NAMES``): the Manta plugin on the fake Manta
-(memory or on-disk backend), and the S3 plugin on moto's server behind a tiny fault-injecting
-proxy. A harness carries the ``[storage]`` settings mapping (to build a gateway with
-``Settings(storage=harness.storage)``), an opened ``StorageTarget``, the login whose tree the
-tests write in, the target's documented capabilities, and fault injection with one API for
+(memory or on-disk backend, and on-disk as Manta v2, which refuses SnapLinks), and the S3
+plugin on moto's server behind a tiny fault-injecting proxy. A harness carries the
+``[storage]`` settings mapping (to build a gateway with ``Settings(storage=harness.storage)``),
+an opened ``StorageTarget``, the login whose tree the tests write in, the target's documented
+capabilities (``has_parents``, ``can_copy``), and fault injection with one API for
 every target (``harness.faults.add(method=, path=, status=, code=, times=, cut_after=)``).
 
 Reuse it from any conftest::
@@ -23,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import pytest
@@ -36,7 +37,7 @@ from gateway.settings import Settings
 from gateway.storage import StorageTarget
 
 #: Every target the contract suite (and the export's HTTP tests) run against.
-TARGET_NAMES = ("manta-memory", "manta-disk", "s3")
+TARGET_NAMES = ("manta-memory", "manta-disk", "manta-v2", "s3")
 #: The account whose tree the tests write into; the gateway writes as ``OPERATOR``.
 LOGIN = "bob"
 OPERATOR = "operator"
@@ -75,6 +76,8 @@ class TargetHarness:
     faults: Any
     #: Manta refuses a write whose parent is missing or is an object; S3 has no parents.
     has_parents: bool
+    #: ``copy_object`` copies; Manta v2 refuses every SnapLink (``CopyUnsupported``).
+    can_copy: bool
     #: Incomplete uploads the store still holds (S3 multipart uploads; none for Manta).
     leftovers: Callable[[], Awaitable[list[str]]]
     #: The fake Manta server object, or the moto helper, for target-specific checks.
@@ -111,15 +114,25 @@ async def _no_leftovers() -> list[str]:
 
 @asynccontextmanager
 async def manta_target(
-    workdir: Path, *, backend: str = "memory", **overrides: Any
+    workdir: Path,
+    *,
+    backend: str = "memory",
+    snaplinks: Literal["v1", "v2"] = "v1",
+    **overrides: Any,
 ) -> AsyncIterator[TargetHarness]:
-    """The Manta plugin on a fresh fake Manta (``backend`` memory or disk) with auth on."""
+    """The Manta plugin on a fresh fake Manta (``backend`` memory or disk) with auth on.
+
+    ``snaplinks="v2"`` makes it Manta v2, which answers every SnapLink with 403
+    SnaplinksDisabledError; the harness is then named ``manta-v2``.
+    """
     from fake_manta import FakeMantaServer
     from plugins.storage.manta import MantaTargetFactory
 
     key_file, public_line = write_operator_key(workdir / "keys")
     data_dir = workdir / "manta-data" if backend == "disk" else None
-    async with FakeMantaServer(host="127.0.0.1", port=0, data_dir=data_dir) as fm:
+    async with FakeMantaServer(
+        host="127.0.0.1", port=0, data_dir=data_dir, snaplinks=snaplinks
+    ) as fm:
         fm.add_account(OPERATOR, public_keys=[public_line], operator=True)
         fm.add_account(LOGIN, public_keys=[])
         storage: dict[str, Any] = {
@@ -137,12 +150,13 @@ async def manta_target(
         await target.open()
         try:
             yield TargetHarness(
-                name=f"manta-{backend}",
+                name="manta-v2" if snaplinks == "v2" else f"manta-{backend}",
                 storage=storage,
                 target=target,
                 login=LOGIN,
                 faults=fm.faults,
                 has_parents=True,
+                can_copy=snaplinks == "v1",
                 leftovers=_no_leftovers,
                 server=fm,
             )
@@ -180,7 +194,8 @@ class MotoS3:
 @dataclass
 class FaultRule:
     """Fail the next ``times`` matching requests: answer ``status``, or cut the connection
-    after ``cut_after`` bytes of the request body."""
+    after ``cut_after`` bytes of the request body; ``stall`` waits that long first (and then
+    forwards the request, if nothing else is set), as the fake Manta's stall fault does."""
 
     method: str | None
     path: re.Pattern[str] | None
@@ -188,6 +203,7 @@ class FaultRule:
     code: str | None
     times: int
     cut_after: int | None
+    stall: float | None = None
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -213,10 +229,13 @@ class ProxyFaults:
         code: str | None = None,
         times: int = 1,
         cut_after: int | None = None,
+        stall: float | None = None,
     ) -> FaultRule:
-        if status is None and cut_after is None:
+        if status is None and cut_after is None and stall is None:
             status = 503
-        rule = FaultRule(method, re.compile(path) if path else None, status, code, times, cut_after)
+        rule = FaultRule(
+            method, re.compile(path) if path else None, status, code, times, cut_after, stall
+        )
         self.rules.append(rule)
         return rule
 
@@ -267,6 +286,10 @@ class S3FaultProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
         rule = self.faults.take(request.method, request.path)
+        if rule is not None and rule.stall is not None:
+            await asyncio.sleep(rule.stall)
+            if rule.status is None and rule.cut_after is None:
+                rule = None  # a plain stall: forward the request now
         if rule is not None and rule.cut_after is not None:
             received = 0
             while received < rule.cut_after:
@@ -336,6 +359,8 @@ async def s3_target(moto: MotoS3, **overrides: Any) -> AsyncIterator[TargetHarne
         "public_url": "https://s3.example.com/" + BUCKET,
         "multipart_threshold": S3_PART_SIZE,
         "part_size": S3_PART_SIZE,
+        "copy_multipart_threshold": S3_PART_SIZE,
+        "copy_part_size": S3_PART_SIZE,
         "max_concurrency": 2,
         "retries": RETRIES,
         "retry_delay": 0.01,
@@ -359,6 +384,7 @@ async def s3_target(moto: MotoS3, **overrides: Any) -> AsyncIterator[TargetHarne
             login=LOGIN,
             faults=proxy.faults,
             has_parents=False,
+            can_copy=True,
             leftovers=leftovers,
             server=moto,
             extra={"proxy": proxy},
@@ -378,6 +404,9 @@ async def open_target(
             yield harness
     elif name == "manta-disk":
         async with manta_target(workdir, backend="disk", **overrides) as harness:
+            yield harness
+    elif name == "manta-v2":
+        async with manta_target(workdir, backend="disk", snaplinks="v2", **overrides) as harness:
             yield harness
     elif name == "s3":
         if moto is None:

@@ -10,6 +10,7 @@ import aiohttp
 from gateway.storage import (
     AccessDenied,
     ChecksumMismatch,
+    CopyUnsupported,
     DirectoryDoesNotExist,
     ObjectNotFound,
     ParentNotDirectory,
@@ -71,6 +72,10 @@ def map_error(status: int, code: str, message: str, path: str) -> StorageError:
         return ParentNotDirectory(f"{parent} is not a directory", path=parent)
     if code == "ContentMD5Mismatch":
         return ChecksumMismatch(text, path=path)
+    if code == "SnaplinksDisabledError":  # a 403, but the store's refusal, not the operator's
+        return CopyUnsupported(f"Manta cannot copy: {text}", path=path)
+    if code == "SourceObjectNotFound":  # a SnapLink's source; the caller knows which path
+        return ObjectNotFound(text, path=path)
     if code == "ResourceNotFound" or (not code and status == 404):
         return ObjectNotFound(f"{path} was not found", path=path)
     if code in ACCESS_CODES or (not code and status in (401, 403)):

@@ -3,8 +3,9 @@
 aiobotocore is the optional ``s3`` extra: without it the kind still exists and ``create`` says
 so. One module a job: ``configuration`` (the ``[storage]`` section), ``keys`` (paths as keys),
 ``objects`` (S3's answers as ``ObjectInfo``), ``target`` (``S3Target``), ``upload`` (single and
-multipart PUTs), ``errors`` (botocore's errors as ``StorageError``s), ``client`` (the aiobotocore
-client) and ``botocore_internals`` (every reliance on the libraries beyond their documented API).
+multipart PUTs), ``copy`` (copies inside the bucket: CopyObject and UploadPartCopy), ``errors``
+(botocore's errors as ``StorageError``s), ``client`` (the aiobotocore client) and
+``botocore_internals`` (every reliance on the libraries beyond their documented API).
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB
 MAX_PARTS = 10_000
 MAX_SINGLE_PUT = 5 * 1024 * MiB
+#: S3's limits on copies: one CopyObject, and one UploadPartCopy part, copy at most 5 GiB.
+MAX_SINGLE_COPY = 5 * 1024 * MiB
+MAX_PART_SIZE = 5 * 1024 * MiB
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,9 @@ class S3Config(NetworkSettings):
     multipart_threshold: int = 16 * MiB
     part_size: int = 16 * MiB
     max_concurrency: int = 4
+    #: Objects up to this size are copied with one CopyObject, bigger ones part by part.
+    copy_multipart_threshold: int = 1024 * MiB
+    copy_part_size: int = 512 * MiB
     retries: int = field(default=4, kw_only=True)
     #: SigV4-sign the body's SHA-256 (botocore hashes it on the event loop). Off: the body is
     #: sent as UNSIGNED-PAYLOAD and protected by its Content-MD5, which S3 verifies.
@@ -76,6 +82,19 @@ class S3Config(NetworkSettings):
                     "minimum": 1,
                     "default": cls.max_concurrency,
                 },
+                # Copies happen inside S3: no gateway memory, only S3's own limits.
+                "copy_multipart_threshold": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_SINGLE_COPY,
+                    "default": cls.copy_multipart_threshold,
+                },
+                "copy_part_size": {
+                    "type": "integer",
+                    "minimum": MIN_PART_SIZE,
+                    "maximum": MAX_PART_SIZE,
+                    "default": cls.copy_part_size,
+                },
                 "sign_payload": {"type": "boolean", "default": cls.sign_payload},
                 **cls.network_schema(),
             },
@@ -103,6 +122,8 @@ class S3Config(NetworkSettings):
             multipart_threshold=values["multipart_threshold"],
             part_size=values["part_size"],
             max_concurrency=values["max_concurrency"],
+            copy_multipart_threshold=values["copy_multipart_threshold"],
+            copy_part_size=values["copy_part_size"],
             **cls.network_values(values),
             sign_payload=values["sign_payload"],
         )

@@ -20,10 +20,11 @@ from gateway.plugin_kit import content_md5, with_retries
 from gateway.storage import BodyFactory, ObjectInfo, ObjectNotFound, StorageError
 from plugins.storage.s3.client import create_client
 from plugins.storage.s3.configuration import S3Config
+from plugins.storage.s3.copy import Copy
 from plugins.storage.s3.errors import map_error
 from plugins.storage.s3.keys import is_root, path_to_key
 from plugins.storage.s3.objects import etag_md5, from_head
-from plugins.storage.s3.upload import Upload
+from plugins.storage.s3.upload import Upload, abort_multipart
 
 log = logging.getLogger(__package__)  # the plugin's logger, whichever module logs
 
@@ -31,7 +32,7 @@ T = TypeVar("T")
 
 
 class S3Target:
-    """A StorageTarget over one S3 bucket (AWS, MinIO, Ceph RGW, moto, ...)."""
+    """A ``CopyingTarget`` over one S3 bucket (AWS, MinIO, Ceph RGW, moto, ...)."""
 
     def __init__(self, config: S3Config) -> None:
         self.config = config
@@ -83,23 +84,34 @@ class S3Target:
         key = path_to_key(path)
         if is_root(key):
             return ObjectInfo(path=path, type="directory")
+        head = await self.head(path, key)
+        if head is not None:
+            return from_head(path, head)
+        if await self.is_directory(path, key):
+            return ObjectInfo(path=path, type="directory")
+        return None
+
+    async def head(self, path: str, key: str) -> Mapping[str, Any] | None:
+        """S3's ``HeadObject`` answer for ``key``, or ``None`` when there is no such key."""
         try:
-            head = await self.call(
+            head: Mapping[str, Any] = await self.call(
                 path, lambda: self.client.head_object(Bucket=self.config.bucket, Key=key)
             )
         except ObjectNotFound:
-            head = None
-        if head is not None:
-            return from_head(path, head)
+            return None
+        return head
+
+    async def is_directory(self, path: str, key: str) -> bool:
+        """Whether ``key`` is a directory as this target emulates them (a root, a marker, keys)."""
+        if is_root(key):
+            return True
         listing = await self.call(
             path,
             lambda: self.client.list_objects_v2(
                 Bucket=self.config.bucket, Prefix=key + "/", MaxKeys=1
             ),
         )
-        if listing.get("Contents") or listing.get("CommonPrefixes"):
-            return ObjectInfo(path=path, type="directory")
-        return None
+        return bool(listing.get("Contents") or listing.get("CommonPrefixes"))
 
     async def get_object(self, path: str) -> AsyncIterator[bytes]:
         """Start the GET (a missing key raises here) and return the stream of its bytes."""
@@ -209,3 +221,25 @@ class S3Target:
         """One PUT below ``multipart_threshold``, a multipart upload above it."""
         key = path_to_key(path)
         return await Upload(self, path, key, body, size, content_md5, content_type).put()
+
+    async def discard_partial_uploads(self, path: str) -> int:
+        """Abort the multipart uploads to ``path``'s key that were never completed."""
+        key = path_to_key(path)
+        found = 0
+        query: dict[str, str] = {"Bucket": self.config.bucket, "Prefix": key}
+        while True:
+            page = await self.call(path, lambda: self.client.list_multipart_uploads(**query))
+            for upload in page.get("Uploads", []):
+                if upload.get("Key") == key:
+                    found += 1
+                    await abort_multipart(self, path, key, upload["UploadId"])
+            if not page.get("IsTruncated"):
+                return found
+            query["KeyMarker"] = page.get("NextKeyMarker", "")
+            query["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+
+    async def copy_object(self, source: str, destination: str) -> ObjectInfo:
+        """One CopyObject up to ``copy_multipart_threshold``, UploadPartCopy parts above it."""
+        return await Copy(
+            self, source, path_to_key(source), destination, path_to_key(destination)
+        ).run()

@@ -144,17 +144,22 @@ class Upload:
         return whole.digest(), parts
 
     async def _abort(self, upload_id: str) -> None:
-        """Abort the upload (even while being cancelled), so that S3 keeps no orphaned parts."""
-        try:
-            await asyncio.shield(
-                self._call(
-                    lambda: self.target.client.abort_multipart_upload(
-                        Bucket=self.target.config.bucket, Key=self.key, UploadId=upload_id
-                    )
-                )
+        await abort_multipart(self.target, self.path, self.key, upload_id)
+
+
+async def abort_multipart(target: S3Target, path: str, key: str, upload_id: str) -> None:
+    """Abort the upload (even while being cancelled), so that S3 keeps no orphaned parts."""
+    try:
+        await asyncio.shield(
+            target.call(
+                path,
+                lambda: target.client.abort_multipart_upload(
+                    Bucket=target.config.bucket, Key=key, UploadId=upload_id
+                ),
             )
-        except Exception as exc:  # the original failure matters more; say that this one happened
-            log.warning("could not abort multipart upload %s of %s: %s", upload_id, self.path, exc)
+        )
+    except Exception as exc:  # the original failure matters more; say that this one happened
+        log.warning("could not abort multipart upload %s of %s: %s", upload_id, path, exc)
 
 
 async def _feed_parts(
@@ -195,6 +200,11 @@ def _most_telling(failures: BaseExceptionGroup, checked: ExactSizeBody) -> BaseE
     """The exception to re-raise from a failed part group: the body's own, else a StorageError."""
     if checked.own_error is not None:
         return checked.own_error
+    return most_telling(failures)
+
+
+def most_telling(failures: BaseExceptionGroup) -> BaseException:
+    """The exception to re-raise from a failed group of part requests: a StorageError first."""
     flat: list[BaseException] = []
 
     def walk(group: BaseExceptionGroup) -> None:
