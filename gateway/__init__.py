@@ -1,8 +1,9 @@
 """cloudapi-gateway's plugin contract: the hook marker, the versions, and the modules beside it.
 
 Plugins import only from this package's contract modules: ``hookspecs``, ``actions``,
-``storage``, ``catalog``, ``errors``, ``settings``, ``httpsig`` and ``plugin_kit``. The host is
-``gateway.server`` and the command line ``gateway.cli``; neither is for plugins.
+``storage``, ``catalog``, ``errors``, ``settings``, ``journal``, ``httpsig`` and
+``plugin_kit``. The host is ``gateway.server`` and the command line ``gateway.cli``; neither
+is for plugins.
 
 Plugin authors import the marker from here::
 
@@ -27,7 +28,7 @@ PROJECT_NAME = "cloudapi_gateway"
 #: The plugin API's version, ``MAJOR.MINOR`` (docs/plugins.md, "Versions and deprecations"): a
 #: minor release adds to it or deprecates a path, which keeps working with a DeprecationWarning
 #: for at least one release; only a major release removes or changes anything.
-PLUGIN_API_VERSION = "1.1"
+PLUGIN_API_VERSION = "1.2"
 
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from gateway.catalog import Image, ImageCatalog
+    from gateway.journal import Journal, JournalEntry
     from gateway.settings import Settings
     from gateway.storage import StorageTarget
 
@@ -42,6 +43,9 @@ class ActionContext:
     storage: StorageTarget | None
     settings: Settings
     api_version: str  # the version the request was served at, e.g. "9.0.0"
+    #: The host's intent journal: record before writing, so a crash is repaired (None in
+    #: hosts that keep none; an action that needs one answers 503 then).
+    journal: Journal | None = None
 
 
 @runtime_checkable
@@ -60,3 +64,27 @@ class ImageAction(Protocol):
 
         Raise ``gateway.errors.GatewayError`` subclasses for every failure the caller should see.
         """
+
+
+@dataclass(frozen=True)
+class RecoveryContext:
+    """What ``recover`` gets: an entry this process has just taken over, and the resources."""
+
+    entry: JournalEntry
+    journal: Journal
+    catalog: ImageCatalog
+    storage: StorageTarget | None
+    settings: Settings
+
+
+@runtime_checkable
+class RecoverableAction(ImageAction, Protocol):
+    """An action that records its writes in the journal, and so can repair them.
+
+    The host's sweeper calls ``recover`` for each expired entry the action wrote, after taking
+    it over: finish the work or undo it, then ``finish`` the entry. Raising leaves the entry
+    to be tried again at the next sweep.
+    """
+
+    async def recover(self, ctx: RecoveryContext) -> None:
+        """Bring the entry's destination to "as before" or "as after", never between."""

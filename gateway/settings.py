@@ -47,10 +47,19 @@ class Settings:
     #: Seconds a stopping server waits for in-flight requests (exports can take long);
     #: 0 waits without limit (aiohttp's ``shutdown_timeout``).
     shutdown_timeout: float = 3600.0
+    #: Seconds an export's journal lease lasts without renewal: how long after a crash another
+    #: process (or a restart) may take the export over and repair it.
+    lease_seconds: float = 60.0
+    #: Seconds between two sweeps for expired journal entries (one also runs at start-up).
+    sweep_interval: float = 15.0
 
     @property
     def accounts_db(self) -> Path:
         return self.data_dir / "accounts.sqlite"
+
+    @property
+    def journal_db(self) -> Path:
+        return self.data_dir / "journal.sqlite"
 
 
 #: The settings document, as JSON Schema: the plugin kit's reader validates it (and converts
@@ -79,6 +88,8 @@ SCHEMA: dict[str, Any] = {
         "load_entrypoints": {"type": "boolean"},
         "max_body_size": {"type": "integer", "minimum": 1},
         "shutdown_timeout": {"type": "number", "minimum": 0},
+        "lease_seconds": {"type": "number", "minimum": 1},
+        "sweep_interval": {"type": "number", "exclusiveMinimum": 0},
     },
 }
 _SECTIONS = ("storage", "catalog")
@@ -106,8 +117,9 @@ def _typed(values: Mapping[str, Any], *, base: Path | None) -> dict[str, Any]:
         out["data_dir"] = base / path if base is not None and not path.is_absolute() else path
     if "disabled_plugins" in out:
         out["disabled_plugins"] = tuple(out["disabled_plugins"])
-    if "shutdown_timeout" in out:
-        out["shutdown_timeout"] = float(out["shutdown_timeout"])
+    for name in ("shutdown_timeout", "lease_seconds", "sweep_interval"):
+        if name in out:
+            out[name] = float(out[name])
     for section in _SECTIONS:
         if section in out:
             out[section] = dict(out[section])

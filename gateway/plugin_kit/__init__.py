@@ -6,11 +6,13 @@ Every name a plugin uses is importable from here; the modules beside this one ea
 from gateway.plugin_kit.bodies import ExactSizeBody, exact_size_body
 from gateway.plugin_kit.checksums import content_md5
 from gateway.plugin_kit.config import SectionReader, describe, read_section
+from gateway.plugin_kit.lease import Lease, held
 from gateway.plugin_kit.network import NetworkSettings
 from gateway.plugin_kit.retry import RetryPolicy, backoff_delay, with_retries
 
 __all__ = [
     "ExactSizeBody",
+    "Lease",
     "NetworkSettings",
     "RetryPolicy",
     "SectionReader",
@@ -18,6 +20,7 @@ __all__ = [
     "content_md5",
     "describe",
     "exact_size_body",
+    "held",
     "read_section",
     "with_retries",
 ]

@@ -8,22 +8,28 @@ they are closed only if they were opened.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterable
 
 from aiohttp import web
 from jsonschema.protocols import Validator
 
+from gateway.actions import ImageAction
 from gateway.catalog import ImageCatalog
 from gateway.server.accounts import AccountStore
 from gateway.server.appkeys import (
     ACCOUNTS,
     ACTIONS,
     CATALOG,
+    JOURNAL,
     PLUGIN_MANAGER,
     SETTINGS,
     STORAGE,
+    SWEEPER,
     VALIDATORS,
 )
+from gateway.server.journal import SQLiteJournal
 from gateway.server.middlewares import error_middleware, make_response_headers, version_middleware
 from gateway.server.plugin_manager import (
     Hooks,
@@ -31,6 +37,7 @@ from gateway.server.plugin_manager import (
     build_plugin_manager,
     create_component,
 )
+from gateway.server.sweeper import Sweeper
 from gateway.server.validation import SchemaProblem, compile_schema
 from gateway.server.views import actions as action_views
 from gateway.server.views import images as image_views
@@ -48,6 +55,31 @@ async def _accounts_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         store.close()
+
+
+async def _journal_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    settings.journal_db.parent.mkdir(parents=True, exist_ok=True)
+    journal = SQLiteJournal(settings.journal_db, lease_seconds=settings.lease_seconds)
+    app[JOURNAL] = journal
+    try:
+        yield
+    finally:
+        journal.close()
+
+
+async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Sweep for crashed exports at start-up and then periodically, while the app runs."""
+    actions: dict[str, ImageAction] = app[ACTIONS]
+    sweeper = Sweeper(app[JOURNAL], actions, app[CATALOG], app[STORAGE], app[SETTINGS])
+    app[SWEEPER] = sweeper
+    task = asyncio.create_task(sweeper.run(), name="journal-sweeper")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _catalog_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -103,7 +135,7 @@ def create_app(settings: Settings, *, plugins: Iterable[object] = ()) -> web.App
     app[VALIDATORS] = validators
     app[CATALOG] = catalog
     app[STORAGE] = storage  # type: ignore[misc]  # AppKey of a union (see appkeys)
-    app.cleanup_ctx.extend([_accounts_ctx, _catalog_ctx, _storage_ctx])
+    app.cleanup_ctx.extend([_accounts_ctx, _journal_ctx, _catalog_ctx, _storage_ctx, _sweeper_ctx])
     app.on_response_prepare.append(make_response_headers(app))
 
     ping_views.add_routes(app)

@@ -8,7 +8,9 @@ from jsonschema.protocols import Validator
 
 from gateway.actions import Account, ImageAction
 from gateway.catalog import ImageCatalog
+from gateway.journal import Journal
 from gateway.server.accounts import AccountStore
+from gateway.server.sweeper import Sweeper
 from gateway.settings import Settings
 from gateway.storage import StorageTarget
 
@@ -20,6 +22,9 @@ VALIDATORS = web.AppKey("validators", dict[str, Validator])
 CATALOG = web.AppKey("catalog", ImageCatalog)
 STORAGE = web.AppKey("storage", StorageTarget | None)  # type: ignore[arg-type]
 ACCOUNTS = web.AppKey("accounts", AccountStore)
+JOURNAL = web.AppKey("journal", Journal)
+#: Set while the app runs (its cleanup context starts it).
+SWEEPER = web.AppKey("sweeper", Sweeper)
 
 # Per-request values set by the middlewares (web.RequestKey needs aiohttp >= 3.14).
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -29,8 +29,6 @@ KNOWN_ERROR_CODES = ("PrepareImageDidNotRun", "VmHasNoOrigin", "NotSupported")
 LEGACY_TYPES = {"smartmachine": "zone-dataset", "virtualmachine": "zvol"}
 
 
-
-
 def is_activated(image: Image) -> bool:
     """IMGAPI's ``activated`` flag, which the public manifest carries only through ``state``."""
     return image.state in ("active", "disabled")

@@ -25,8 +25,6 @@ from gateway.errors import GatewayError, InvalidArgument, MissingParameter
 log = logging.getLogger(__name__)
 
 
-
-
 class SchemaProblem(ValueError):
     """An action ships a schema that is not valid against its metaschema."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gateway.server.appkeys import CATALOG
+from gateway.server.appkeys import CATALOG, SWEEPER
 from tests.support.export_env import ExportEnv, make_env
 from tests.support.storage_targets import RETRIES
 
@@ -104,19 +104,23 @@ async def test_failed_cleanup_is_reported(env: ExportEnv) -> None:
     env.harness.faults.add(method="DELETE", path=r"\.zfs$", status=503, times=20)
     answer = await env.export(image.uuid, env.path("img"))
     assert answer.status == 502
-    assert answer.body["message"].endswith(f"; could not remove {env.path('img.zfs')}")
+    assert answer.body["message"].endswith("; the gateway finishes undoing it once storage allows")
+    env.harness.faults.reset()
+    assert await env.app[SWEEPER].sweep() == 1  # the released entry is due at once
+    await assert_nothing_at(env, env.path("img.zfs"), env.path("img.imgmanifest"))
 
 
-async def test_failed_overwrite_leaves_no_stale_manifest(env: ExportEnv) -> None:
-    """A manifest in storage always sits beside the file it describes: an overwrite that
-    fails leaves the destination empty, not the old manifest beside a missing file."""
-    old = await env.image(blob(1000, seed=18), name="old")
+async def test_failed_overwrite_keeps_the_previous_export(env: ExportEnv) -> None:
+    """An overwrite whose file upload fails leaves the previous export as it was."""
+    old_data = blob(1000, seed=18)
+    old = await env.image(old_data, name="old")
     new = await env.image(blob(2000, seed=19), name="new")
     assert (await env.export(old.uuid, env.path("img"))).status == 200
     env.harness.faults.add(method="PUT", path=r"\.zfs$", status=503, times=BEYOND_RETRIES)
     answer = await env.export(new.uuid, env.path("img"))
     assert answer.status == 503
-    await assert_nothing_at(env, env.path("img.imgmanifest"))
+    assert await env.read(env.path("img.zfs")) == old_data
+    assert json.loads(await env.read(env.path("img.imgmanifest"))) == old.manifest
 
 
 async def test_stat_failure_is_storage_is_down(manta_env: ExportEnv) -> None:

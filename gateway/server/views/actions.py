@@ -24,7 +24,15 @@ from gateway.errors import (
     RequestTooLarge,
     UnsupportedMediaType,
 )
-from gateway.server.appkeys import ACTIONS, API_VERSION, CATALOG, SETTINGS, STORAGE, VALIDATORS
+from gateway.server.appkeys import (
+    ACTIONS,
+    API_VERSION,
+    CATALOG,
+    JOURNAL,
+    SETTINGS,
+    STORAGE,
+    VALIDATORS,
+)
 from gateway.server.auth import authenticate
 from gateway.server.image_view import get_visible_image
 from gateway.server.responses import json_response
@@ -123,6 +131,7 @@ async def update_image(request: web.Request) -> web.Response:
         storage=app[STORAGE],
         settings=settings,
         api_version=request.get(API_VERSION, LATEST_VERSION),
+        journal=app[JOURNAL],
     )
     result = await actions[name].run(ctx, params)
     if not isinstance(result, Mapping):

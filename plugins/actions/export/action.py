@@ -17,34 +17,19 @@ from collections.abc import AsyncIterator, Mapping
 from importlib import resources
 from typing import Any
 
-from gateway.actions import ActionContext
+from gateway.actions import ActionContext, RecoveryContext
 from gateway.catalog import Image, ImageCatalog, ImageFile
 from gateway.errors import (
-    GatewayError,
-    ImageFileCorrupt,
     ImageHasNoFile,
     InternalError,
     MissingParameter,
     NotImageOwner,
     NotImplementedByGateway,
-    StorageFailed,
-    StorageIsDown,
     StorageUnsupported,
 )
-from gateway.plugin_kit import content_md5
-from gateway.storage import (
-    AccessDenied,
-    BodyFactory,
-    ChecksumMismatch,
-    DirectoryDoesNotExist,
-    ObjectInfo,
-    ParentNotDirectory,
-    StorageError,
-    StorageRequestFailed,
-    StorageTarget,
-    StorageUnavailable,
-)
-from plugins.actions.export.integrity import BodyState, CatalogReadError, CorruptFile, ImageFileBody
+from gateway.journal import Journal
+from gateway.storage import StorageTarget
+from plugins.actions.export.failures import stat_or_fail
 from plugins.actions.export.paths import (
     EXTENSIONS,
     MantaPath,
@@ -55,6 +40,8 @@ from plugins.actions.export.paths import (
     invalid_path,
     normalize,
 )
+from plugins.actions.export.replacement import ExportRecord, Fingerprint
+from plugins.actions.export.writer import ExportWriter, recover_entry
 
 log = logging.getLogger(__name__)
 
@@ -86,35 +73,6 @@ def _as_js(value: Any) -> Any:
     return value
 
 
-def _bytes_body(data: bytes) -> BodyFactory:
-    async def body() -> AsyncIterator[bytes]:
-        yield data
-
-    return body
-
-
-def storage_error(exc: StorageError, what: str) -> GatewayError:
-    """Map a target's error to what the caller sees: the step that failed, no internals."""
-    if isinstance(exc, StorageUnavailable):
-        return StorageIsDown(f"storage is down at the moment ({what})")
-    if isinstance(exc, DirectoryDoesNotExist):
-        return invalid_path(
-            f"{what}: directory {exc.path or '(unknown)'} does not exist", "DirectoryDoesNotExist"
-        )
-    if isinstance(exc, ParentNotDirectory):
-        return invalid_path(
-            f"{what}: {exc.path or 'the parent'} is an object, not a directory",
-            "DirectoryDoesNotExist",
-        )
-    if isinstance(exc, AccessDenied):
-        return StorageFailed(f"{what}: storage refused access to {exc.path or 'the path'}")
-    if isinstance(exc, ChecksumMismatch):
-        return StorageFailed(f"{what}: storage received bytes whose MD5 differs from the one sent")
-    if isinstance(exc, StorageRequestFailed) and exc.code:
-        return StorageFailed(f"{what}: storage answered {exc.code}")
-    return StorageFailed(f"{what}: storage request failed")
-
-
 class _PathLocks:
     """One lock per destination, so exports to the same objects in this process take turns."""
 
@@ -138,7 +96,11 @@ class _PathLocks:
 
 
 class ExportAction:
-    """``action=export``: see the module docstring and docs/compatibility.md."""
+    """``action=export``: see the module docstring and docs/compatibility.md.
+
+    A recoverable action: each export is journaled, and ``recover`` repairs one whose gateway
+    process died (see ``replacement`` for the rules).
+    """
 
     name = "export"
 
@@ -162,6 +124,9 @@ class ExportAction:
         storage = ctx.storage
         if storage is None:
             raise StorageUnsupported("storage type is unsupported")
+        journal = ctx.journal
+        if journal is None:
+            raise InternalError("this gateway keeps no journal; exports need one")
         image_file = _single_file(image)
         check_owner(mpath, ctx.account.login, ctx.account.uuid)
         check_tree(mpath)
@@ -172,7 +137,7 @@ class ExportAction:
             )
 
         task = asyncio.create_task(
-            self._export(ctx.catalog, storage, image, image_file, mpath, extension)
+            self._export(ctx.catalog, storage, journal, image, image_file, mpath, extension)
         )
         try:
             return await asyncio.shield(task)
@@ -182,6 +147,10 @@ class ExportAction:
                 self._detached.add(task)
                 task.add_done_callback(self._detached_done)
             raise
+
+    async def recover(self, ctx: RecoveryContext) -> None:
+        """Finish or undo an export whose gateway process died (the sweeper calls this)."""
+        await recover_entry(ctx.storage, ctx.journal, ctx.entry)
 
     def _detached_done(self, task: asyncio.Task[dict[str, str]]) -> None:
         """Log how an export whose client left ended (and retrieve its exception)."""
@@ -197,13 +166,14 @@ class ExportAction:
         self,
         catalog: ImageCatalog,
         storage: StorageTarget,
+        journal: Journal,
         image: Image,
         image_file: ImageFile,
         mpath: MantaPath,
         extension: str,
     ) -> dict[str, str]:
         """Pick the mode, check the directory, then write under the destination's lock."""
-        info = await _stat(storage, mpath.path, f"error checking manta_path {mpath.path}")
+        info = await stat_or_fail(storage, mpath.path, f"error checking manta_path {mpath.path}")
         if info is not None and info.is_directory:
             base = posixpath.join(mpath.path, file_stem(image.name, image.version))
         elif mpath.wants_directory or mpath.depth < 3:
@@ -214,7 +184,7 @@ class ExportAction:
             )
         else:
             parent = mpath.parent
-            pinfo = await _stat(storage, parent, f"error checking directory {parent}")
+            pinfo = await stat_or_fail(storage, parent, f"error checking directory {parent}")
             if pinfo is None:
                 raise invalid_path(f"directory {parent} does not exist", "DirectoryDoesNotExist")
             if not pinfo.is_directory:
@@ -223,63 +193,22 @@ class ExportAction:
                 )
             base = mpath.path
         manifest_path, file_path = export_paths(base, extension)
+        record = ExportRecord(
+            store=storage.public_url,
+            manifest_path=manifest_path,
+            file_path=file_path,
+            image=image.uuid,
+            new_file=Fingerprint(size=image_file.size, md5=image_file.content_md5),
+            new_manifest=manifest_bytes(image.manifest),
+        )
+        writer = ExportWriter(catalog, storage, journal, image, image_file, record)
         async with self._locks.hold(storage, manifest_path):
-            await self._write(catalog, storage, image, image_file, manifest_path, file_path)
+            await writer.write()
         return {
             "manta_url": storage.public_url,
             "image_path": file_path,
             "manifest_path": manifest_path,
         }
-
-    async def _write(
-        self,
-        catalog: ImageCatalog,
-        storage: StorageTarget,
-        image: Image,
-        image_file: ImageFile,
-        manifest_path: str,
-        file_path: str,
-    ) -> None:
-        """File first, then manifest; on any failure remove both destination paths.
-
-        A manifest already at the destination is removed before the file is replaced, so a
-        manifest in storage always sits beside the complete file it describes.
-        """
-        for path in (file_path, manifest_path):
-            existing = await _stat(storage, path, f"error checking {path}")
-            if existing is not None and existing.is_directory:
-                raise invalid_path(f"{path} is a directory; cannot write the image there")
-            if existing is not None and path == manifest_path:
-                await _delete(storage, path, f"error removing the previous manifest {path}")
-
-        state = BodyState()
-        file_body = ImageFileBody(catalog, image.uuid, image_file, state)
-        document = manifest_bytes(image.manifest)
-        step = f"error exporting image file to {file_path}"
-        try:
-            await storage.put_object(
-                file_path,
-                file_body,
-                size=image_file.size,
-                content_md5=image_file.content_md5,
-                content_type="application/octet-stream",
-            )
-            step = f"error exporting image manifest to {manifest_path}"
-            await storage.put_object(
-                manifest_path,
-                _bytes_body(document),
-                size=len(document),
-                content_md5=content_md5(document),
-                content_type="application/json",
-            )
-        except BaseException as exc:
-            error = _export_error(exc, state, image.uuid, step)
-            leftovers = await _remove(storage, (manifest_path, file_path))
-            if error is None:
-                raise
-            if leftovers:
-                error.message += f"; could not remove {', '.join(leftovers)}"
-            raise error from exc
 
 
 def _single_file(image: Image) -> ImageFile:
@@ -289,46 +218,3 @@ def _single_file(image: Image) -> ImageFile:
     if len(image.files) > 1:
         raise NotImplementedByGateway("cannot export images with multiple files")
     return image.files[0]
-
-
-def _export_error(
-    exc: BaseException, state: BodyState, uuid: str, step: str
-) -> GatewayError | None:
-    """The client's error for a failed write; ``None`` means re-raise ``exc`` as it is."""
-    if isinstance(state.error, CorruptFile):
-        return ImageFileCorrupt(
-            f"image file of {uuid} is corrupt in the catalog ({state.error}); nothing was exported"
-        )
-    if isinstance(state.error, CatalogReadError):
-        return InternalError(f"error reading the image file of {uuid} from the catalog")
-    if isinstance(exc, StorageError):
-        return storage_error(exc, step)
-    if isinstance(exc, GatewayError):
-        return exc
-    return None
-
-
-async def _stat(storage: StorageTarget, path: str, what: str) -> ObjectInfo | None:
-    try:
-        return await storage.stat(path)
-    except StorageError as exc:
-        raise storage_error(exc, what) from exc
-
-
-async def _delete(storage: StorageTarget, path: str, what: str) -> None:
-    try:
-        await storage.delete_object(path)
-    except StorageError as exc:
-        raise storage_error(exc, what) from exc
-
-
-async def _remove(storage: StorageTarget, paths: tuple[str, ...]) -> list[str]:
-    """Best-effort cleanup, in order (manifest first); returns the paths that may remain."""
-    leftovers = []
-    for path in paths:
-        try:
-            await storage.delete_object(path)
-        except StorageError as exc:
-            log.warning("export cleanup: could not remove %s: %s", path, exc)
-            leftovers.append(path)
-    return leftovers
