@@ -261,3 +261,29 @@ async def test_kill_9_mid_multipart_upload_leaves_no_parts(
     await wait_for_repair(env, tmp_path, killed_at)
     assert await holding(env) == before
     await assert_clean(env, ["img.imgmanifest", "img.zfs"])
+
+
+async def test_two_processes_take_turns_at_one_destination(
+    crash_env: ExportEnv, processes: list[GatewayProcess], tmp_path: Path
+) -> None:
+    """Exports to one destination from two gateway processes are serialized by the journal:
+    the second waits for the first (held in the store by a stall), then replaces it whole."""
+    env = crash_env
+    first_data, second_data = blob(40_000, seed=7), blob(50_000, seed=9)
+    first = await env.image(first_data, name="first")
+    second = await env.image(second_data, name="second")
+    one, two = new_process(env, tmp_path, processes), new_process(env, tmp_path, processes)
+    await asyncio.gather(one.start(), two.start())
+    rule = env.harness.faults.add(method="PUT", path=r"/img\.zfs$", stall=1.0, times=1)
+    earlier = asyncio.create_task(one.export(env, first, env.path("img")))
+    while rule.hits == 0:  # noqa: ASYNC110 - the store's own counter
+        await asyncio.sleep(0.01)
+    later = asyncio.create_task(two.export(env, second, env.path("img")))
+    await asyncio.sleep(0.3)
+    assert not later.done()  # waiting for the first export's journal entry
+    assert (await earlier)[0] == 200
+    assert (await later)[0] == 200
+    after = await holding(env)
+    assert after.file == second_data
+    assert after.manifest is not None and json.loads(after.manifest) == second.manifest
+    await assert_clean(env, ["img.imgmanifest", "img.zfs"])

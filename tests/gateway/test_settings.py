@@ -89,6 +89,8 @@ def test_flags_override_env(tmp_path: Path) -> None:
         ('[storage]\nurl = "x"', "storage.kind is required"),
         ('[catalog]\npath = "x"', "catalog.kind is required"),
         ("port = ", "is not valid TOML"),
+        ("lease_seconds = 0.5", "lease_seconds must be a number >= 1"),
+        ("sweep_interval = 0", "sweep_interval must be a number > 0"),
     ],
 )
 def test_bad_file_values(tmp_path: Path, text: str, message: str) -> None:
@@ -114,3 +116,11 @@ def test_bad_env_values(env: dict[str, str], message: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="does not exist"):
         load_settings(tmp_path / "nope.toml", env={})
+
+
+def test_journal_timings_from_env() -> None:
+    settings = load_settings(
+        env={"CLOUDAPI_GATEWAY_LEASE_SECONDS": "5", "CLOUDAPI_GATEWAY_SWEEP_INTERVAL": "0.5"}
+    )
+    assert (settings.lease_seconds, settings.sweep_interval) == (5.0, 0.5)
+    assert settings.journal_db == Path("data") / "journal.sqlite"
