@@ -191,6 +191,7 @@ async def test_kill_9_is_repaired(
         await other.start()
 
     took = await wait_for_repair(env, tmp_path, killed_at)
+    print(f"[{env.harness.name}, {step}] repaired {took:.2f} s after the kill")  # -s shows it
     assert took < LEASE + 3, f"repaired {took:.1f} s after the kill"
     if outcome == "before":
         assert await holding(env) == before
