@@ -9,7 +9,7 @@ against the action's JSON Schema, and only then calls ``run``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -46,6 +46,9 @@ class ActionContext:
     #: The host's intent journal: record before writing, so a crash is repaired (None in
     #: hosts that keep none; an action that needs one answers 503 then).
     journal: Journal | None = None
+    #: Renders an image as GetImage answers it at this request's API version: what an action
+    #: that changes an image (UpdateImage, CloneImage) returns.
+    render_image: Callable[[Image], dict[str, Any]] | None = None
 
 
 @runtime_checkable

@@ -82,6 +82,10 @@ class ImageAlreadyExists(CatalogError):
     """An image with that uuid is already stored."""
 
 
+class ImageNotFound(CatalogError):
+    """No image has that uuid."""
+
+
 @runtime_checkable
 class ImageCatalog(Protocol):
     """A store of images. Methods are async; none may block the event loop."""
@@ -109,6 +113,32 @@ class ImageCatalog(Protocol):
 
     def open_file(self, uuid: str, index: int = 0) -> AsyncIterator[bytes]:
         """Stream the bytes of ``files[index]`` of image ``uuid`` (an async generator)."""
+
+
+@runtime_checkable
+class EditableCatalog(ImageCatalog, Protocol):
+    """Optional: a catalog whose images can be changed and cloned (UpdateImage, CloneImage).
+
+    Every first-party catalog has it; an action that needs it answers ``501 NotImplemented``
+    when the configured catalog does not.
+    """
+
+    async def update_image(self, uuid: str, fields: Mapping[str, Any]) -> Image:
+        """Set the manifest fields in ``fields`` (a value of ``None`` removes the field).
+
+        The caller has validated them; the catalog stores them in one transaction (readers see
+        the image before or after, never between) and returns the updated image. An unknown
+        ``uuid`` raises ``ImageNotFound``. Files, uuid and owner are never changed here.
+        """
+
+    async def clone_image(self, uuid: str, *, new_uuid: str, fields: Mapping[str, Any]) -> Image:
+        """Record a new image ``new_uuid``: ``uuid``'s manifest with ``fields`` applied as in
+        ``update_image`` (the caller sets owner, acl, ...), and the same file bytes.
+
+        The file must not be read and written again where the catalog can avoid it (the embedded
+        catalog hard-links it). The clone and the original each survive the other's deletion.
+        An unknown ``uuid`` raises ``ImageNotFound``; a taken ``new_uuid`` ``ImageAlreadyExists``.
+        """
 
 
 @runtime_checkable

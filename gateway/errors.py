@@ -138,6 +138,13 @@ class NotImplementedByGateway(GatewayError):
     status, code = 400, "NotImplemented"
 
 
+class NotAvailableHere(GatewayError):
+    """``501 NotImplemented``: a CloudAPI endpoint that needs what this gateway does not have
+    (machines, other datacenters); the message names the reason."""
+
+    status, code = 501, "NotImplemented"
+
+
 class StorageUnsupported(GatewayError):
     status, code = 503, "StorageUnsupported"
 

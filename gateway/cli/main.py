@@ -83,7 +83,11 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         where = row["distribution"] or row["module"]
         print(f"{row['name']}  ({where})")
         provides = row["provides"]
-        for kind in ("actions", "storage", "catalogs"):
+        if provides.get("actions"):
+            ranges = row["api_versions"]
+            shown = [f"{a} (API versions {ranges[a]})" for a in provides["actions"]]
+            print(f"    actions: {', '.join(shown)}")
+        for kind in ("storage", "catalogs"):
             if provides.get(kind):
                 print(f"    {kind}: {', '.join(provides[kind])}")
         if not provides:

@@ -209,7 +209,10 @@ def filter_images(
         checks.append(lambda i: i.state == state)
 
     # IMGAPI only adds others' images (public, or shared through the acl) when the query can
-    # match activated, enabled images: state=disabled or unactivated lists only your own.
+    # match activated, enabled images: state=disabled or unactivated lists only your own
+    # (apiListImages, sdc-imgapi lib/images.js:1473-1532). One IMGAPI slip is not copied: with
+    # owner=<someone else>, its two queries for others' images carry no state (:1553-1592), so
+    # state=creating or failed would list that owner's activated images; here they list none.
     others_allowed = state in ("all", "active")
 
     def visible(image: Image) -> bool:

@@ -21,12 +21,15 @@ import pluggy
 from gateway import PROJECT_NAME, hookspecs
 from gateway.actions import ImageAction
 from gateway.catalog import ImageCatalogFactory
+from gateway.server.versioning import SUPPORTED_VERSIONS, versions_in
 from gateway.settings import ENV_PREFIX, Settings
 from gateway.storage import StorageTargetFactory
 
 #: Entry-point name -> module of the first-party plugins (same names as in pyproject.toml).
 DEFAULT_PLUGINS: dict[str, str] = {
     "export": "plugins.actions.export",
+    "update": "plugins.actions.update",
+    "clone": "plugins.actions.clone",
     "manta": "plugins.storage.manta",
     "s3": "plugins.storage.s3",
     "embedded-catalog": "plugins.catalog.embedded",
@@ -250,6 +253,16 @@ def _check_action(plugin: str, action: object) -> str | None:
         return f"plugin {plugin}: image action {name!r} has no 'schema' mapping"
     if not inspect.iscoroutinefunction(getattr(action, "run", None)):
         return f"plugin {plugin}: image action {name!r} needs an 'async def run(ctx, params)'"
+    served = getattr(action, "api_versions", "*")
+    try:
+        admitted = versions_in(served) if isinstance(served, str) else ()
+    except ValueError:
+        admitted = ()
+    if not admitted:
+        return (
+            f"plugin {plugin}: image action {name!r} has api_versions {served!r}, which is not "
+            f"a version range admitting any of {', '.join(SUPPORTED_VERSIONS)}"
+        )
     return None
 
 
@@ -287,7 +300,8 @@ def _collect(
 
 def describe_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
     """Every registered plugin with its module/distribution and what it provides (for the CLI)."""
-    provided = Hooks(pm).provided().by_plugin()
+    everything = Hooks(pm).provided()
+    provided = everything.by_plugin()
     dists = {ep.name: ep.dist for ep in installed_entry_points()}
     rows = []
     for name, plugin in pm.list_name_plugin():
@@ -302,6 +316,11 @@ def describe_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
                 "distribution": f"{dist.name} {dist.version}" if dist else None,
                 "hooks": sorted(h.name for h in pm.get_hookcallers(plugin) or []),
                 "provides": provided.get(name, {}),
+                #: The API versions each of its actions serves (a node-semver range).
+                "api_versions": {
+                    action: getattr(everything.actions[action], "api_versions", "*")
+                    for action in provided.get(name, {}).get("actions", [])
+                },
             }
         )
     return rows

@@ -163,3 +163,9 @@ def negotiate(
     if served is None:
         raise InvalidVersion(f"{wanted} is not supported by {method} {path}")
     return served
+
+
+def versions_in(range_text: str, versions: Iterable[str] = SUPPORTED_VERSIONS) -> tuple[str, ...]:
+    """The ``versions`` a range admits, lowest first; raises ``ValueError`` if not a range."""
+    matches = parse_range(range_text)
+    return tuple(v for v in versions if matches(parse_version(v)))

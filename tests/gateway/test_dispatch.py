@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
-from tests.support.helpers import EchoPlugin, import_image
+from gateway import hookimpl
+from gateway.server.app import create_app
+from gateway.server.plugin_manager import PluginError
+from gateway.settings import Settings
+from tests.support.helpers import EchoAction, EchoPlugin, import_image
 
 pytestmark = pytest.mark.asyncio
 
@@ -282,3 +287,80 @@ async def test_export_without_storage_is_storage_unsupported(caller: Any) -> Non
         "POST", f"/my/images/{image.uuid}", json={"action": "export", "manta_path": "/alice/stor/x"}
     )
     await _error(resp, 503, "StorageUnsupported")
+
+
+class NewerEcho(EchoAction):
+    """The echo action, serving only API 8 and later (a plugin's ``api_versions``)."""
+
+    name = "newecho"
+    schema: Mapping[str, Any] = {**EchoAction.schema, "properties": {
+        **EchoAction.schema["properties"], "action": {"const": "newecho"}
+    }}  # fmt: skip
+    api_versions = ">=8.0.0"
+
+
+class NewerPlugin:
+    @hookimpl
+    def gateway_register_image_actions(self) -> list[Any]:
+        return [NewerEcho()]
+
+
+@pytest.fixture
+async def newer(app_client: Any, caller_factory: Any) -> Any:
+    client = await app_client(plugins=(NewerPlugin(),))
+    caller = caller_factory(client, "alice")
+    caller.image = await import_image(client.server.app, caller.account, b"image-bytes")
+    return caller
+
+
+@pytest.mark.parametrize(
+    ("accept", "served"), [("*", "9.0.0"), ("~8", "8.0.0"), ("~7||~8", "8.0.0"), (None, "9.0.0")]
+)
+async def test_an_action_is_served_within_its_versions(
+    newer: Any, accept: str | None, served: str
+) -> None:
+    headers = {"Accept-Version": accept} if accept else {}
+    resp = await newer.request("POST", _path(newer, "action=newecho&word=x"), headers=headers)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["api_version"] == served
+    assert resp.headers["Api-Version"] == served
+
+
+async def test_a_range_outside_the_actions_versions_is_invalid_version(newer: Any) -> None:
+    resp = await newer.request(
+        "POST", _path(newer, "action=newecho&word=x"), headers={"Accept-Version": "~7.2"}
+    )
+    body = await _error(resp, 400, "InvalidVersion")
+    assert body["message"] == f"~7.2 is not supported by POST /my/images/{newer.image.uuid}"
+
+
+@pytest.mark.parametrize("bad", ["~6", "not a range", 9])
+async def test_an_action_whose_range_admits_no_version_stops_the_start(bad: Any) -> None:
+    class Bad(NewerEcho):
+        api_versions = bad
+
+    class BadPlugin:
+        @hookimpl
+        def gateway_register_image_actions(self) -> list[Any]:
+            return [Bad()]
+
+    with pytest.raises(PluginError, match=r"has api_versions .* not a version range admitting"):
+        create_app(Settings(), plugins=(BadPlugin(),))
+
+
+async def test_import_from_datacenter_is_not_available_here(echo: Any) -> None:
+    resp = await echo.request("POST", _path(echo, "action=import-from-datacenter&datacenter=x"))
+    body = await _error(resp, 501, "NotImplemented")
+    assert "no other datacenters" in body["message"]
+
+
+async def test_create_image_from_machine_is_not_available_here(echo: Any) -> None:
+    resp = await echo.request("POST", "/my/images", json={"machine": "x", "name": "n"})
+    body = await _error(resp, 501, "NotImplemented")
+    assert body["message"].startswith("CreateImageFromMachine is not available")
+
+
+async def test_create_image_from_machine_authenticates_first(app_client: Any) -> None:
+    client = await app_client()
+    resp = await client.post("/alice/images", json={"machine": "x"})
+    assert resp.status == 401

@@ -21,6 +21,7 @@ from gateway.errors import (
     InvalidArgument,
     InvalidContent,
     MissingParameter,
+    NotAvailableHere,
     RequestTooLarge,
     UnsupportedMediaType,
 )
@@ -34,10 +35,10 @@ from gateway.server.appkeys import (
     VALIDATORS,
 )
 from gateway.server.auth import authenticate
-from gateway.server.image_view import get_visible_image
+from gateway.server.image_view import get_visible_image, to_cloudapi_image
 from gateway.server.responses import json_response
 from gateway.server.validation import validate_params
-from gateway.server.versioning import LATEST_VERSION
+from gateway.server.versioning import LATEST_VERSION, negotiate, versions_in
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,15 @@ async def request_params(request: web.Request, limit: int) -> dict[str, Any]:
     return params
 
 
+#: CloudAPI's image actions that need what this gateway does not have: 501, with the reason.
+UNAVAILABLE_ACTIONS = {
+    "import-from-datacenter": (
+        "ImportImageFromDatacenter is not available: this gateway is not part of a Triton "
+        "region and has no other datacenters to import from"
+    ),
+}
+
+
 async def update_image(request: web.Request) -> web.Response:
     """Authenticate, find the image, pick the action, validate, run; 200 with its result."""
     app = request.app
@@ -119,10 +129,19 @@ async def update_image(request: web.Request) -> web.Response:
     if name is None or name == "":
         raise MissingParameter("action is a required argument")
     actions = app[ACTIONS]
+    if isinstance(name, str) and name in UNAVAILABLE_ACTIONS and name not in actions:
+        raise NotAvailableHere(UNAVAILABLE_ACTIONS[name])
     if not isinstance(name, str) or name not in actions:
         shown = name if isinstance(name, str) else json.dumps(name)[:100]
         raise InvalidArgument(f"action {shown} is not a valid argument")
+    action = actions[name]
+    served = getattr(action, "api_versions", "*")
+    if served != "*":  # the action serves part of the API's versions: negotiate again within it
+        request[API_VERSION] = negotiate(
+            request.headers, request.method, request.path, versions_in(served)
+        )
     validate_params(app[VALIDATORS][name], params)
+    api_version = request.get(API_VERSION, LATEST_VERSION)
     ctx = ActionContext(
         request=request,
         account=account,
@@ -130,10 +149,11 @@ async def update_image(request: web.Request) -> web.Response:
         catalog=catalog,
         storage=app[STORAGE],
         settings=settings,
-        api_version=request.get(API_VERSION, LATEST_VERSION),
+        api_version=api_version,
         journal=app[JOURNAL],
+        render_image=lambda shown: to_cloudapi_image(shown, api_version),
     )
-    result = await actions[name].run(ctx, params)
+    result = await action.run(ctx, params)
     if not isinstance(result, Mapping):
         log.error("action %s returned %s, not a mapping", name, type(result).__name__)
         raise InternalError("Internal Error")

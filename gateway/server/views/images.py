@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.catalog import ImageCatalog
-from gateway.errors import ImageHasDependentImages, NotImageOwner
+from gateway.errors import ImageHasDependentImages, NotAvailableHere, NotImageOwner
 from gateway.server import auth
 from gateway.server.appkeys import API_VERSION, CATALOG
 from gateway.server.image_view import (
@@ -62,11 +62,21 @@ async def delete_image(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def create_image(request: web.Request) -> web.Response:
+    """CreateImageFromMachine: authenticated, then refused: there are no machines here."""
+    await auth.authenticate(request)
+    raise NotAvailableHere(
+        "CreateImageFromMachine is not available: this gateway serves images only and has no "
+        "machines to create them from"
+    )
+
+
 def add_routes(app: web.Application) -> None:
-    """Register ``GET|HEAD /{login}/images``, ``GET|HEAD|DELETE /{login}/images/{id}``."""
+    """Register ``GET|HEAD|POST /{login}/images``, ``GET|HEAD|DELETE /{login}/images/{id}``."""
     images = app.router.add_resource("/{login}/images", name="images")
     images.add_route("GET", list_images)
     images.add_route("HEAD", list_images)
+    images.add_route("POST", create_image)
     image = app.router.add_resource("/{login}/images/{id}", name="image")
     image.add_route("GET", get_image)
     image.add_route("HEAD", get_image)

@@ -205,6 +205,32 @@ def validate_manifest(manifest: object) -> list[ManifestError]:
     return unique
 
 
+#: Fields a change never touches: the uuid and files are the image's identity and bytes.
+FIXED_FIELDS = ("uuid", "files")
+
+
+def changed_manifest(stored: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``stored`` (a manifest ``serialize_manifest`` made) with ``fields`` set; not yet checked.
+
+    A value of ``None`` removes the field. Changing ``disabled`` alone moves an activated image's
+    ``state`` with it, as IMGAPI's ``Image.prototype.disable``/``enable`` do. The caller passes
+    the result through ``validate_manifest`` and then ``serialize_manifest``, which puts every
+    key where IMGAPI's ``serialize`` puts it (a stored manifest is already in that order, so its
+    keys keep their places) and applies IMGAPI's truthiness: an empty ``acl`` or ``description``
+    is dropped, not stored.
+    """
+    merged = dict(stored)
+    for key, value in fields.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    activated = stored.get("state") in ("active", "disabled")
+    if "disabled" in fields and "state" not in fields and activated:
+        merged["state"] = calc_state(True, bool(merged.get("disabled")))
+    return merged
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

@@ -4,6 +4,10 @@ An import streams into a temporary file in ``<root>`` (same filesystem), hashing
 on the way in a worker thread, checks size and sha1 against the manifest, then claims
 ``<root>/<uuid>`` with an atomic ``mkdir``, renames the file into it and inserts the row. The
 row is the commit point; any failure before it removes everything this import created.
+
+A clone claims its directory the same way and hard-links the original's files into it (a copy
+only where the filesystem refuses the link), then inserts its row. An update rewrites one row's
+manifest in one transaction. Files are never rewritten in place, so two images may share them.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -28,14 +33,26 @@ from gateway.catalog import (
     ImageAlreadyExists,
     ImageFile,
     ImageFileMismatch,
+    ImageNotFound,
     InvalidManifest,
 )
-from plugins.catalog.embedded.manifest import serialize_manifest, validate_manifest
+from plugins.catalog.embedded.manifest import (
+    FIXED_FIELDS,
+    changed_manifest,
+    serialize_manifest,
+    validate_manifest,
+)
 
 CHUNK_SIZE = 1024 * 1024
 #: Leftovers of a crashed import or delete older than this are swept when the catalog opens
 #: (younger ones may belong to another process, e.g. a CLI import while the server runs).
 STALE_AFTER = 24 * 3600.0
+#: ``os.link`` failures that mean "this filesystem will not link here", so a clone copies:
+#: another device under the root (EXDEV), no hard links at all (EPERM, ENOTSUP, ENOSYS), or
+#: the file's link count at its maximum (EMLINK). Any other error is a real failure.
+NO_LINK_ERRNOS = frozenset(
+    {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
+)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
     uuid TEXT PRIMARY KEY,
@@ -70,6 +87,20 @@ class _Sink:
     def abort(self) -> None:
         self.fh.close()
         self.path.unlink(missing_ok=True)
+
+
+def _invalid(errors: list[dict[str, str]]) -> InvalidManifest:
+    fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
+    return InvalidManifest(f"invalid image manifest: {fields}", errors)
+
+
+def _changed(stored: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``stored`` with ``fields`` applied, validated and serialized as IMGAPI stores it."""
+    merged = changed_manifest(stored, fields)
+    errors = validate_manifest(merged)
+    if errors:
+        raise _invalid(errors)
+    return serialize_manifest(merged)
 
 
 def _image_from_row(manifest_text: str, files_text: str) -> Image:
@@ -176,8 +207,7 @@ class EmbeddedCatalog:
         """Validate, stream in, verify size and sha1, record MD5, commit by inserting the row."""
         errors = validate_manifest(manifest)
         if errors:
-            fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
-            raise InvalidManifest(f"invalid image manifest: {fields}", errors)
+            raise _invalid(errors)
         public = serialize_manifest(manifest)
         uuid = str(public["uuid"])
         if await self.get_image(uuid) is not None:
@@ -213,6 +243,83 @@ class EmbeddedCatalog:
             await asyncio.to_thread(sink.path.unlink, True)
             if claimed:
                 await asyncio.to_thread(shutil.rmtree, image_dir, True)
+            raise
+        return _image_from_row(manifest_text, files_text)
+
+    async def update_image(self, uuid: str, fields: Mapping[str, Any]) -> Image:
+        """Set ``fields`` in the stored manifest (``None`` removes one) in one transaction.
+
+        Read, change and write run in one ``BEGIN IMMEDIATE`` transaction with no ``await``
+        inside it, so neither another process nor another task on this connection can slip a
+        write in between. Keys keep IMGAPI's serialization order; a new key lands where IMGAPI
+        puts it. A result that is not a valid manifest raises ``InvalidManifest`` and stores
+        nothing.
+        """
+        fixed = [key for key in (*FIXED_FIELDS, "owner") if key in fields]
+        if fixed:
+            raise CatalogError(f"update_image cannot change {', '.join(fixed)}")
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(
+                "SELECT manifest, files FROM images WHERE uuid = ?", (uuid,)
+            ).fetchone()
+            if row is None:
+                raise ImageNotFound(f"image {uuid} not found")
+            manifest_text = json.dumps(_changed(json.loads(row[0]), fields))
+            db.execute("UPDATE images SET manifest = ? WHERE uuid = ?", (manifest_text, uuid))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return _image_from_row(manifest_text, row[1])
+
+    async def clone_image(self, uuid: str, *, new_uuid: str, fields: Mapping[str, Any]) -> Image:
+        """Record ``new_uuid``: ``uuid``'s manifest with ``fields`` applied, and its files.
+
+        Each file is **hard-linked** (``os.link``) into ``<root>/<new_uuid>/``: no byte is read
+        or written, and since neither catalog file is ever rewritten in place, deleting either
+        image only drops its own link and leaves the other's file intact. Only where the
+        filesystem refuses the link (``NO_LINK_ERRNOS``: another device, no hard links, too many
+        links) is the file **copied** instead, in a worker thread, and fsynced. The directory is
+        claimed with the same atomic ``mkdir`` as an import and the row is the commit point: a
+        failure before it removes the new directory.
+        """
+        fixed = [key for key in FIXED_FIELDS if key in fields]
+        if fixed:
+            raise CatalogError(f"clone_image cannot set {', '.join(fixed)}")
+        row = self.db.execute(
+            "SELECT manifest, files FROM images WHERE uuid = ?", (uuid,)
+        ).fetchone()
+        if row is None:
+            raise ImageNotFound(f"image {uuid} not found")
+        if await self.get_image(new_uuid) is not None:
+            raise ImageAlreadyExists(f"image {new_uuid} already exists")
+        public = _changed({**json.loads(row[0]), "uuid": new_uuid}, fields)
+        files_text = row[1]  # the same bytes, so the same sha1, size and MD5
+        image_dir = self.root / new_uuid
+        await self._claim(image_dir)
+        try:
+            for index in range(len(json.loads(files_text))):
+                try:
+                    await asyncio.to_thread(
+                        link_or_copy, self.file_path(uuid, index), image_dir / f"file{index}"
+                    )
+                except FileNotFoundError:
+                    if await self.get_image(uuid) is None:  # deleted while we cloned it
+                        raise ImageNotFound(f"image {uuid} not found") from None
+                    raise
+            manifest_text = json.dumps(public)
+            try:
+                self.db.execute(
+                    "INSERT INTO images (uuid, manifest, files) VALUES (?, ?, ?)",
+                    (new_uuid, manifest_text, files_text),
+                )
+            except sqlite3.IntegrityError:
+                raise ImageAlreadyExists(f"image {new_uuid} already exists") from None
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, image_dir, True)
             raise
         return _image_from_row(manifest_text, files_text)
 
@@ -274,6 +381,27 @@ def _sweep(root: Path, older_than: float) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink()
+
+
+def link_or_copy(source: Path, destination: Path) -> str:
+    """Hard-link ``source`` at ``destination``; copy it only if the filesystem refuses the link.
+
+    Returns ``"link"`` or ``"copy"``. Runs in a worker thread. ``destination`` must not exist.
+    """
+    try:
+        os.link(source, destination)
+        return "link"
+    except OSError as exc:
+        if exc.errno not in NO_LINK_ERRNOS:
+            raise
+    try:
+        shutil.copyfile(source, destination)
+        with open(destination, "rb") as fh:
+            os.fsync(fh.fileno())
+    except BaseException:
+        destination.unlink(missing_ok=True)
+        raise
+    return "copy"
 
 
 def _older_than(path: Path, when: float) -> bool:
