@@ -266,7 +266,7 @@ BAD = [
     ({"uuid": "not-a-uuid"}, "uuid", "Invalid"),
     ({"uuid": UUID.upper()}, "uuid", "Invalid"),
     ({"owner": None}, "owner", "MissingParameter"),
-    ({"name": "x" * 513}, "name", "Invalid"),
+    ({"name": "x" * 1025}, "name", "Invalid"),  # IMGAPI-451: 1024
     ({"name": "semi;colon"}, "name", "Invalid"),
     ({"version": "1.0 beta"}, "version", "Invalid"),
     ({"v": 1}, "v", "Invalid"),
@@ -287,11 +287,11 @@ BAD = [
     ({"published_at": "2020-01-01 00:00:00"}, "published_at", "Invalid"),
     ({"acl": ["bob"]}, "acl", "Invalid"),
     ({"homepage": "ftp://example.com/"}, "homepage", "Invalid"),
-    ({"eula": "https://example.com/" + "e" * 120}, "eula", "Invalid"),
+    ({"eula": "https://example.com/" + "e" * 1010}, "eula", "Invalid"),
     ({"state": "creating"}, "state", "Invalid"),
     ({"state": "active", "disabled": True}, "state", "Invalid"),
     ({"public": "yes"}, "public", "Invalid"),
-    ({"tags": {"big": "t" * 11000}}, "tags", "Invalid"),
+    ({"tags": {"big": "t" * 103000}}, "tags", "Invalid"),
     ({"users": [{"name": "root", "uid": 0}]}, "users", "Invalid"),
 ]
 

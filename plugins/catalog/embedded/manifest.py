@@ -26,7 +26,9 @@ FIELD_ORDER = (
     "channels urn"
 ).split()
 
-MAX_TAGS_LENGTH = 10 * 1024  # imgmanifest.js MAX_TAGS_LENGTH, of JSON.stringify(tags)
+#: imgmanifest.js MAX_TAGS_LENGTH, of JSON.stringify(tags): 100 KiB since IMGAPI-451, which also
+#: raised name/version/description/URL lengths to 1024/512/10240/1024 (manifest.schema.json).
+MAX_TAGS_LENGTH = 100 * 1024
 _MAX_MESSAGE = 200
 
 ManifestError = dict[str, str]
