@@ -145,7 +145,7 @@ async def test_update_of_an_unknown_image(catalog: EmbeddedCatalog) -> None:
 async def test_an_invalid_result_stores_nothing(catalog: EmbeddedCatalog) -> None:
     before = await catalog.get_image(UUID)
     with pytest.raises(InvalidManifest) as info:
-        await catalog.update_image(UUID, {"name": "x" * 600, "homepage": "ftp://nope"})
+        await catalog.update_image(UUID, {"name": "x" * 1025, "homepage": "ftp://nope"})
     assert [e["field"] for e in info.value.errors] == ["name", "homepage"]
     assert await catalog.get_image(UUID) == before
     assert not catalog.db.in_transaction
