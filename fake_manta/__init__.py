@@ -1,6 +1,7 @@
 """A standalone fake Manta (Triton object store) that node-manta and the Python SDK work against.
 
-Depends only on aiohttp, cryptography and the standard library; never imports gateway or plugins.
+Depends only on aiohttp, cryptography, python-json-logger and the standard library; never
+imports gateway or plugins.
 
     from fake_manta import FakeMantaServer
     async with FakeMantaServer(port=0, no_auth=True) as server:

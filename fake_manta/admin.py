@@ -6,6 +6,8 @@ A login must start with a letter, so no Manta path can collide with ``/_fake/``.
     POST /_fake/accounts    {"login": .., "keys": ["ssh-ed25519 AAAA..", ..], "operator": false}
     POST /_fake/users       {"login": .., "user": .., "keys": ["ssh-ed25519 AAAA..", ..]}
     GET  /_fake/state       accounts, backend, counts
+    GET  /_fake/requests    the latest audit records (``FakeMantaServer.requests``)
+    DELETE /_fake/requests  forget them
 
 Fault routes (POST/DELETE /_fake/faults) belong to ``fake_manta/faults.py``: if that module defines
 ``add_admin_routes(routes: web.RouteTableDef, injector: FaultInjector) -> None`` it is called
@@ -69,9 +71,11 @@ def add_user(config: FakeMantaConfig, login: str, user: str, keys: list[str]) ->
 
 
 async def reset_state(config: FakeMantaConfig, store: Store) -> None:
-    """Empty every object and directory (accounts stay) and forget every fault rule."""
+    """Empty every object and directory (accounts stay); forget every fault rule and every
+    recorded request."""
     await store.reset()
     config.faults.reset()
+    config.requests.clear()
 
 
 async def state_of(config: FakeMantaConfig, store: Store) -> dict[str, Any]:
@@ -140,6 +144,17 @@ async def post_users(request: web.Request) -> web.StreamResponse:
 @routes.get("/state")
 async def get_state(request: web.Request) -> web.StreamResponse:
     return _dump(await state_of(request.app[ADMIN_CONFIG], request.app[ADMIN_STORE]))
+
+
+@routes.get("/requests", allow_head=False)
+async def get_requests(request: web.Request) -> web.StreamResponse:
+    return _dump(request.app[ADMIN_CONFIG].requests.records())
+
+
+@routes.delete("/requests")
+async def delete_requests(request: web.Request) -> web.StreamResponse:
+    request.app[ADMIN_CONFIG].requests.clear()
+    return web.Response(status=204)
 
 
 def _register_fault_routes(table: web.RouteTableDef, config: FakeMantaConfig) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from fake_manta.config import DEFAULT_MAX_CONTENT_LENGTH
 from fake_manta.errors import MantaError
+from fake_manta.logs import setup_logging
 from fake_manta.server import FakeMantaServer
 
 
@@ -46,7 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="v1: mln works (default); v2: 403 SnaplinksDisabledError, as Manta v2")
     p.add_argument("--max-content-length", type=int, default=DEFAULT_MAX_CONTENT_LENGTH,
                    metavar="BYTES", help="largest object accepted (default 5 GiB)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="-v: log every request (one audit record each, on stderr); "
+                        "-vv: debug records too")
+    p.add_argument("--log-format", choices=("json", "text"), default="json",
+                   help="json: bunyan records, one per line, as muskie logs (default); "
+                        "text: one readable line per record")
     return p
 
 
@@ -99,7 +104,7 @@ async def serve(args: argparse.Namespace) -> None:
     server = FakeMantaServer(
         host=args.host, port=args.port, data_dir=args.data_dir, no_auth=args.no_auth,
         snaplinks=args.snaplinks, max_content_length=args.max_content_length,
-        fsync=args.fsync,
+        fsync=args.fsync, log_requests=args.verbose > 0,
     )
     try:
         fingerprints = configure(server, args)
@@ -119,10 +124,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.max_content_length < 0:
         sys.exit("fake-manta: --max-content-length must be >= 0")
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(message)s")
-    if args.verbose:
-        logging.getLogger("aiohttp.access").setLevel(logging.INFO)
+    setup_logging(args.verbose, args.log_format)
     try:
         asyncio.run(serve(args))
     except OSError as exc:

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from fake_manta.accounts import AccountRegistry
 from fake_manta.faults import FaultInjector
+from fake_manta.logs import RequestLog
 from fake_manta.models.store import MIN_PART_SIZE, Store
 
 DEFAULT_MAX_CONTENT_LENGTH = 5 * 1024**3
@@ -34,6 +35,11 @@ class FakeMantaConfig:
     server_name: str = field(default_factory=socket.gethostname)
     registry: AccountRegistry = field(default_factory=AccountRegistry)
     faults: FaultInjector = field(default_factory=FaultInjector)
+    #: the latest audit records, one per Manta request (``FakeMantaServer.requests``)
+    requests: RequestLog = field(default_factory=RequestLog)
+    #: also send each request's records to the ``fake_manta.audit`` logger (the CLI does;
+    #: an embedding host's logs stay its own unless it asks)
+    log_requests: bool = False
 
     def __post_init__(self) -> None:
         if self.snaplinks not in ("v1", "v2"):

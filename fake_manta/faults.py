@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import re
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +30,8 @@ from aiohttp.streams import StreamReader
 from aiohttp.typedefs import Middleware
 
 from fake_manta.errors import CODES, InvalidArgumentError, MantaError, error_for_code
+
+log = logging.getLogger("fake_manta.faults")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -334,6 +337,8 @@ def fault_middleware(injector: FaultInjector) -> Middleware:
         rule = injector.take(request.method, request.path)
         if rule is None:
             return await handler(request)
+        log.debug("fault injected: %s %s", request.method, request.path,
+                  extra={"fault": rule.to_json()})
         if rule.stall:
             await asyncio.sleep(rule.stall)
         error = rule.error()

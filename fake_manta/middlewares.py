@@ -2,7 +2,8 @@
 
 Order in the app (outermost first): ``common_headers`` -> ``error_middleware`` -> faults -> auth.
 Common headers are added in an ``on_response_prepare`` signal so that streamed responses and
-errors alike carry them.
+errors alike carry them. ``common_headers`` and ``error_middleware`` also note on the request what
+the audit record needs (start, id, peer, the error answered; ``fake_manta/audit.py``).
 """
 
 from __future__ import annotations
@@ -30,13 +31,20 @@ from fake_manta.errors import (
     body_md5,
     error_for_code,
 )
+from fake_manta.logs import redact_url
 
 log = logging.getLogger("fake_manta")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_START = web.RequestKey("fake_manta.start", float)
-_REQUEST_ID = web.RequestKey("fake_manta.request_id", str)
+#: ``time.monotonic()`` when the request reached the app.
+START_KEY = web.RequestKey("fake_manta.start", float)
+#: The request id the fake answers with (``x-request-id``) and logs (``req_id``).
+REQUEST_ID_KEY = web.RequestKey("fake_manta.request_id", str)
+#: The client's (address, port), noted while the connection is open.
+PEER_KEY: web.RequestKey[tuple[str, int] | None] = web.RequestKey("fake_manta.peer")
+#: The Manta error the request was answered with, if any.
+ERROR_KEY = web.RequestKey("fake_manta.error", MantaError)
 _CONTINUE_SENT = web.RequestKey("fake_manta.continue_sent", bool)
 #: Paths the admin surface owns; auth and faults never apply to them.
 ADMIN_PREFIX = "/_fake/"
@@ -45,20 +53,27 @@ ADMIN_PREFIX = "/_fake/"
 # -- common headers ------------------------------------------------------------------------------
 @web.middleware
 async def common_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Stamp the start time and request id; the prepare signal writes the headers."""
-    request[_START] = time.monotonic()
-    request[_REQUEST_ID] = (
+    """Stamp the start time, request id and peer; the prepare signal writes the headers."""
+    request[START_KEY] = time.monotonic()
+    request_id = request[REQUEST_ID_KEY] = (
         request.headers.get("x-request-id") or request.headers.get("request-id")
         or str(uuid.uuid4())
     )
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    request[PEER_KEY] = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+    if log.isEnabledFor(logging.DEBUG) and request.config_dict[CONFIG].log_requests:
+        log.debug("request received", extra={
+            "req_id": request_id,
+            "req": {"method": request.method, "url": redact_url(request.raw_path)},
+        })
     return await handler(request)
 
 
 async def add_common_headers(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: Server, x-request-id, x-response-time, x-server-name (+Date)."""
-    start = request.get(_START, time.monotonic())
+    start = request.get(START_KEY, time.monotonic())
     response.headers["Server"] = "Manta/2"
-    request_id = request.get(_REQUEST_ID) or request.headers.get("x-request-id")
+    request_id = request.get(REQUEST_ID_KEY) or request.headers.get("x-request-id")
     response.headers["x-request-id"] = request_id or str(uuid.uuid4())
     response.headers["x-response-time"] = str(int((time.monotonic() - start) * 1000))
     response.headers["x-server-name"] = request.config_dict[CONFIG].server_name
@@ -75,7 +90,8 @@ def json_response(status: int, body: bytes, headers: dict[str, str] | None = Non
 
 
 def error_response(request: web.Request, err: MantaError) -> web.Response:
-    """``{"code","message"}``; HEAD gets the headers only."""
+    """``{"code","message"}``; HEAD gets the headers only. Noted for the audit record."""
+    request[ERROR_KEY] = err
     body = err.body()
     if request.method == "HEAD":
         headers = {"Content-Type": "application/json", **err.headers}

@@ -14,8 +14,9 @@ from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
-from fake_manta.errors import InvalidResource, MethodNotAllowed, ResourceNotFound
+from fake_manta.errors import InvalidResource, MantaError, MethodNotAllowed, ResourceNotFound
 from fake_manta.handlers import directories, objects, uploads
+from fake_manta.handlers.common import is_put_directory, is_put_link
 from fake_manta.handlers.target import Target
 from fake_manta.middlewares import authorize, defer_continue
 from fake_manta.models.store import UPLOAD_ID_RE
@@ -116,6 +117,52 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
                                headers={"Allow": ", ".join(allowed)})
     authorize(request, target.login, target.path, read=request.method in _READS)
     return await handler(request, target)
+
+
+# -- muskie's route names (lib/server.js), for the audit record's ``route`` --------------------
+_TREE_NAMES = {"public": "Public", "stor": "", "reports": "Reports", "uploads": "Uploads"}
+_VERBS = {"GET": "Get", "HEAD": "Head", "PUT": "Put", "POST": "Post", "DELETE": "Delete",
+          "OPTIONS": "Options"}
+#: (target kind, method) -> name, where muskie's name does not follow the general patterns.
+_UPLOAD_NAMES = {
+    ("uploads_root", "POST"): "CreateUpload",
+    ("uploads_root", "PUT"): "PutUploads",
+    ("upload_commit", "POST"): "CommitUpload",
+    ("upload_abort", "POST"): "AbortUpload",
+    ("upload_part", "PUT"): "UploadPart",
+}
+_UPLOAD_SUFFIXES = {"upload_state": "UploadState", "upload_commit": "CommitUpload",
+                    "upload_abort": "AbortUpload", "upload_part": "Part"}
+
+
+def route_name(method: str, raw_path: str, content_type: str | None) -> str | None:
+    """The name muskie gives the route a request takes (``PutObject``, ``GetStorage``,
+    ``UploadPart``...), or None when no route matches (muskie's 404 ``ResourceNotFound``)."""
+    try:
+        target = classify(raw_path)
+    except MantaError:
+        return None
+    verb = _VERBS.get(method)
+    if verb is None:
+        return None
+    kind = target.kind
+    if (kind, method) in _UPLOAD_NAMES:
+        return _UPLOAD_NAMES[(kind, method)]
+    if kind == "account":
+        return f"{verb}RootDir"
+    if kind == "upload_redirect":
+        return f"{verb}Upload{'Part' if target.part is not None else ''}Redirect"
+    if kind in _UPLOAD_SUFFIXES:
+        return f"{verb}{_UPLOAD_SUFFIXES[kind]}"
+    if kind == "uploads_dir" and target.upload_id is not None and method in ("PUT", "POST",
+                                                                             "DELETE"):
+        return f"{verb}UploadDir"
+    tree = _TREE_NAMES[target.path.split("/")[2]] if kind == "storage" else "Uploads"
+    if method == "PUT":
+        if is_put_directory(content_type):
+            return f"Put{tree}Directory"
+        return f"Put{tree}Link" if is_put_link(content_type) else f"Put{tree}Object"
+    return f"{verb}{tree}Storage"
 
 
 def setup_routes(app: web.Application) -> None:

@@ -6,6 +6,7 @@ Both bind (port 0 picks a free port) and return only once the server is listenin
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterable
 from concurrent.futures import Future
@@ -18,8 +19,10 @@ from aiohttp import web
 from fake_manta.accounts import AccountRegistry
 from fake_manta.admin import add_account, add_user, reset_state
 from fake_manta.app import create_app
+from fake_manta.audit import AuditAccessLogger
 from fake_manta.config import DEFAULT_MAX_CONTENT_LENGTH, STORE, FakeMantaConfig
 from fake_manta.faults import FaultInjector
+from fake_manta.logs import AUDIT_LOGGER, RequestLog
 from fake_manta.models import Store
 from fake_manta.models.store import MIN_PART_SIZE
 
@@ -42,6 +45,8 @@ class FakeMantaServer:
         min_part_size: int = MIN_PART_SIZE,
         registry: AccountRegistry | None = None,
         fsync: bool = False,
+        keep_requests: int = 1000,
+        log_requests: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -53,6 +58,8 @@ class FakeMantaServer:
             min_part_size=min_part_size,
             registry=registry or AccountRegistry(),
             fsync=fsync,
+            requests=RequestLog(keep_requests),
+            log_requests=log_requests,
         )
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
@@ -64,6 +71,13 @@ class FakeMantaServer:
     @property
     def faults(self) -> FaultInjector:
         return self.config.faults
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """The audit records of the latest Manta requests (at most ``keep_requests``), oldest
+        first: the fields of the ``fake-manta -v`` log lines (``req_id``, ``req``, ``res``,
+        ``route``...) plus ``time``. A snapshot; thread-safe. ``reset()`` empties it."""
+        return self.config.requests.records()
 
     @property
     def store(self) -> Store:
@@ -93,8 +107,9 @@ class FakeMantaServer:
 
     async def start(self) -> None:
         self.app = create_app(self.config)
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
-                               read_bufsize=READ_BUFSIZE)
+        runner = web.AppRunner(self.app, handle_signals=False, read_bufsize=READ_BUFSIZE,
+                               access_log_class=AuditAccessLogger,
+                               access_log=logging.getLogger(AUDIT_LOGGER))
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
         try:
@@ -111,7 +126,8 @@ class FakeMantaServer:
             self._runner = None
 
     async def reset(self) -> None:
-        """Empty all objects and directories (accounts stay) and clear fault rules."""
+        """Empty all objects and directories (accounts stay); clear fault rules and the
+        recorded requests."""
         await reset_state(self.config, self.store)
 
     async def __aenter__(self) -> FakeMantaServer:
@@ -144,6 +160,10 @@ class ThreadedFakeManta:
     @property
     def faults(self) -> FaultInjector:
         return self.server.faults
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        return self.server.requests
 
     def add_account(
         self, login: str, public_keys: Iterable[str] = (), operator: bool = False

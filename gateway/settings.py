@@ -1,7 +1,8 @@
 """Gateway settings: one frozen object built from a TOML file, environment and flags.
 
 Each plugin section (``storage``, ``catalog``) is a plain mapping whose ``kind`` selects the
-plugin; the plugin validates the rest of its section itself.
+plugin; the plugin validates the rest of its section itself. ``metrics`` is the host's own
+section (``listen``, the Prometheus listener's address).
 
 Precedence, lowest first: defaults, the TOML file, ``CLOUDAPI_GATEWAY_*`` environment
 variables, command-line flags. Everything is validated in ``load_settings`` so that a bad value
@@ -11,15 +12,17 @@ stops the start with one clear message instead of failing later inside a request
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gateway.plugin_kit.config import read_section
-
 ENV_PREFIX = "CLOUDAPI_GATEWAY_"
+#: ``[metrics] listen`` unless set: where Triton's services serve their Prometheus metrics.
+METRICS_LISTEN = "127.0.0.1:8881"
+_LISTEN = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9_.-]+)):([0-9]{1,5})$")
 
 
 class SettingsError(ValueError):
@@ -52,6 +55,27 @@ class Settings:
     lease_seconds: float = 60.0
     #: Seconds between two sweeps for expired journal entries (one also runs at start-up).
     sweep_interval: float = 15.0
+    #: Seconds a server told to stop by SIGTERM keeps serving while ``/--ready`` answers 503,
+    #: so that load balancers stop sending it requests first; 0 stops at once.
+    drain_seconds: float = 5.0
+    #: ``{"listen": "host:port"}``: the Prometheus listener (no auth: never the public
+    #: address); ``""`` turns it off. One per instance when several run on one host.
+    metrics: Mapping[str, Any] = field(default_factory=lambda: {"listen": METRICS_LISTEN})
+    #: The directory of the config file these settings were read from (``None``: no file).
+    #: Not a setting: ``load_settings`` sets it, and ``path()`` takes relative paths from it.
+    config_dir: Path | None = None
+
+    def path(self, value: str | Path) -> Path:
+        """A path setting as a ``Path``: ``~`` expanded, a relative one taken from the config
+        file's directory (the current directory when there is no config file).
+
+        Plugins use it for the paths in their sections (``[storage] key_file``), so that every
+        relative path in a config file means the same whatever directory the gateway runs in.
+        """
+        path = Path(value).expanduser()
+        if self.config_dir is None or path.is_absolute():
+            return path
+        return self.config_dir / path
 
     @property
     def accounts_db(self) -> Path:
@@ -60,6 +84,24 @@ class Settings:
     @property
     def journal_db(self) -> Path:
         return self.data_dir / "journal.sqlite"
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """``[metrics] listen`` as (host, port); ``None`` when the listener is off."""
+        return parse_listen(str(self.metrics.get("listen", METRICS_LISTEN)))
+
+
+def parse_listen(text: str) -> tuple[str, int] | None:
+    """``"host:port"`` (``"[::1]:8881"`` for IPv6) as (host, port); ``""`` is ``None``.
+
+    Raises ``ValueError`` for anything else (a port above 65535 included).
+    """
+    if text == "":
+        return None
+    match = _LISTEN.match(text)
+    if match is None or int(match[3]) > 65535:
+        raise ValueError(f"not a host:port address: {text!r}")
+    return match[1] or match[2], int(match[3])
 
 
 #: The settings document, as JSON Schema: the plugin kit's reader validates it (and converts
@@ -90,9 +132,21 @@ SCHEMA: dict[str, Any] = {
         "shutdown_timeout": {"type": "number", "minimum": 0},
         "lease_seconds": {"type": "number", "minimum": 1},
         "sweep_interval": {"type": "number", "exclusiveMinimum": 0},
+        "drain_seconds": {"type": "number", "minimum": 0},
+        "metrics": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "listen": {
+                    "type": "string",
+                    "pattern": f"^$|{_LISTEN.pattern}",
+                    "x-must-be": '"host:port" (such as "127.0.0.1:8881"), or "" for none',
+                },
+            },
+        },
     },
 }
-_SECTIONS = ("storage", "catalog")
+_SECTIONS = ("storage", "catalog", "metrics")
 _SCALARS = frozenset(SCHEMA["properties"]) - set(_SECTIONS)
 
 
@@ -102,6 +156,10 @@ def _read(values: Mapping[str, Any], *, from_text: bool) -> dict[str, Any]:
     ``from_text``: strings are environment or flag text, to be converted to the declared type
     (a TOML file's values are taken as typed).
     """
+    # Imported here: the JSON Schema validator takes long to import, and commands that never
+    # read settings (``--version``, ``--help``, ``export``) must start fast.
+    from gateway.plugin_kit.config import read_section
+
     plain = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
     try:
         return read_section(plain, SCHEMA, convert_strings=from_text)
@@ -117,18 +175,30 @@ def _typed(values: Mapping[str, Any], *, base: Path | None) -> dict[str, Any]:
         out["data_dir"] = base / path if base is not None and not path.is_absolute() else path
     if "disabled_plugins" in out:
         out["disabled_plugins"] = tuple(out["disabled_plugins"])
-    for name in ("shutdown_timeout", "lease_seconds", "sweep_interval"):
+    for name in ("shutdown_timeout", "lease_seconds", "sweep_interval", "drain_seconds"):
         if name in out:
             out[name] = float(out[name])
     for section in _SECTIONS:
         if section in out:
             out[section] = dict(out[section])
+    if "metrics" in out:
+        out["metrics"] = {"listen": METRICS_LISTEN, **out["metrics"]}
+        try:
+            parse_listen(out["metrics"]["listen"])
+        except ValueError:  # the pattern passed it: the port is above 65535
+            listen = out["metrics"]["listen"]
+            must = SCHEMA["properties"]["metrics"]["properties"]["listen"]["x-must-be"]
+            raise SettingsError(f"metrics.listen must be {must}, got {listen!r}") from None
     return out
 
 
 def settings_from_mapping(data: Mapping[str, Any], *, base: Path | None = None) -> Settings:
-    """Build settings from a parsed TOML document; relative paths are taken from ``base``."""
-    return Settings(**_typed(_read(data, from_text=False), base=base))
+    """Build settings from a parsed TOML document; relative paths are taken from ``base``.
+
+    ``base`` is the config file's directory: it also becomes ``Settings.config_dir``, from which
+    plugins take the relative paths in their sections.
+    """
+    return Settings(**_typed(_read(data, from_text=False), base=base), config_dir=base)
 
 
 def _env_values(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:

@@ -205,6 +205,19 @@ class PartialUploadsTarget(StorageTarget, Protocol):
 
 
 @runtime_checkable
+class ProbedTarget(StorageTarget, Protocol):
+    """The optional capability to tell cheaply whether the store answers (``GET /--ready``).
+
+    The gateway calls it every few seconds at most (the answer is cached), with a short
+    timeout of its own. A target without it is taken to be ready.
+    """
+
+    async def probe(self) -> None:
+        """Send one cheap request, not retried (Manta: a HEAD of the operator's directory;
+        S3: HeadBucket); return if the store answered it, else raise the ``StorageError``."""
+
+
+@runtime_checkable
 class StorageTargetFactory(Protocol):
     """What a storage plugin registers: a named kind of target, built from its config section."""
 

@@ -3,7 +3,8 @@
 ``register(subparsers)`` adds both command groups to the main CLI. Each leaf command sets
 ``func(args) -> int`` (the exit status). The store is the one the server uses
 (``settings.accounts_db``, under ``--data-dir`` or the config file's ``data_dir``); writes are
-seen by a running server at once, no restart needed.
+seen by a running server at once, no restart needed. The read-only ``list`` commands never
+create anything: a data dir that does not exist is an error, a missing database an empty one.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.actions import Account
-from gateway.server.accounts import AccountError, AccountStore, KeyRecord
-from gateway.settings import SettingsError, load_settings
+from gateway.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from gateway.actions import Account
+    from gateway.server.accounts import AccountStore, KeyRecord
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -45,26 +48,51 @@ def _common() -> argparse.ArgumentParser:
     return parent
 
 
-def _open_store(args: argparse.Namespace) -> AccountStore:
-    """The store named by the settings that ``--config``/``--data-dir``/env select."""
+def existing_data_dir(settings: Settings) -> None:
+    """Refuse a data dir that does not exist: read-only commands never create one, so a
+    mistyped ``--data-dir`` (or ``data_dir``) is a one-line error, not an empty answer."""
+    if not settings.data_dir.is_dir():
+        raise CliError(
+            f"data dir {settings.data_dir} does not exist "
+            "(check --data-dir, or data_dir in the --config file)"
+        )
+
+
+def _open_store(args: argparse.Namespace, *, read_only: bool = False) -> AccountStore:
+    """The store named by the settings that ``--config``/``--data-dir``/env select.
+
+    ``read_only``: the data dir must exist, and a missing database is an empty store that
+    leaves no file behind (an in-memory one).
+    """
+    from gateway.server.accounts import AccountStore
+
     try:
         settings = load_settings(
             getattr(args, "config", None), overrides={"data_dir": getattr(args, "data_dir", None)}
         )
     except SettingsError as e:
         raise CliError(str(e)) from None
+    path: Path | str = settings.accounts_db
+    if read_only:
+        existing_data_dir(settings)
+        if not settings.accounts_db.exists():
+            path = ":memory:"
     try:
-        return AccountStore(settings.accounts_db)
+        return AccountStore(path)
     except Exception as e:  # sqlite3 and OS errors: say which file
         raise CliError(f"cannot open the account store {settings.accounts_db}: {e}") from None
 
 
-def _run(action: Callable[[AccountStore, argparse.Namespace], None]) -> Handler:
+def _run(
+    action: Callable[[AccountStore, argparse.Namespace], None], *, read_only: bool = False
+) -> Handler:
     """Wrap a command: open the store, turn refusals into a message and exit status 1."""
 
     def handler(args: argparse.Namespace) -> int:
+        from gateway.server.accounts import AccountError
+
         try:
-            store = _open_store(args)
+            store = _open_store(args, read_only=read_only)
             try:
                 action(store, args)
             finally:
@@ -179,7 +207,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=_run(_accounts_add))
     p = acc.add_parser("list", parents=[common], help="list accounts")
     p.add_argument("-j", "--json", action="store_true", help="one JSON object per line")
-    p.set_defaults(func=_run(_accounts_list))
+    p.set_defaults(func=_run(_accounts_list, read_only=True))
     for verb, disabled in (("disable", True), ("enable", False)):
         p = acc.add_parser(
             verb,
@@ -199,7 +227,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = ks.add_parser("list", parents=[common], help="list an account's keys")
     p.add_argument("login", metavar="LOGIN")
     p.add_argument("-j", "--json", action="store_true", help="one JSON object per line")
-    p.set_defaults(func=_run(_keys_list))
+    p.set_defaults(func=_run(_keys_list, read_only=True))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,21 +26,17 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
-from aiohttp import web
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from gateway.cli import log_options
 
-from gateway.httpsig import (
-    PrivateKey,
-    RequestSigner,
-    load_private_key,
-    md5_fingerprint,
-    ssh_public_key_line,
-)
-from gateway.server.accounts import AccountStore
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from gateway.httpsig import PrivateKey
+
+# aiohttp, cryptography and the servers are imported where they are used: every command's
+# start (``--help`` included) imports this module.
 
 DEV_LOGIN = "dev"
 OPERATOR_LOGIN = "operator"
@@ -65,10 +61,14 @@ class DevKey:
 
     @property
     def public_line(self) -> str:
+        from gateway.httpsig import ssh_public_key_line
+
         return ssh_public_key_line(self.key, self.path.stem)
 
     @property
     def fingerprint(self) -> str:
+        from gateway.httpsig import md5_fingerprint
+
         return md5_fingerprint(self.key)
 
 
@@ -104,6 +104,11 @@ def ensure_key(path: Path) -> DevKey:
     RSA rather than Ed25519 because node-smartdc's bundled sshpk and ``openssl dgst`` (the curl
     recipe) read PKCS#1 PEM RSA keys, while newer key formats trip the older node clients.
     """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from gateway.httpsig import load_private_key, ssh_public_key_line
+
     if path.exists():
         key = load_private_key(path)
     else:
@@ -192,6 +197,8 @@ def ensure_gateway_account(accounts_db: Path, login: str, key: DevKey) -> str:
 
     Runs in one thread from start to end: the store is SQLite, bound to its thread.
     """
+    from gateway.server.accounts import AccountStore
+
     accounts_db.parent.mkdir(parents=True, exist_ok=True)
     store = AccountStore(accounts_db)
     try:
@@ -293,7 +300,10 @@ async def import_demo(app: web.Application, image: DemoImage) -> None:
 
 async def smoke(env: DevEnvironment) -> dict[str, Any]:
     """Export the demo image as a user would and check both objects in the fake Manta."""
+    import aiohttp
+
     from gateway.cli.export import ClientConfig, export
+    from gateway.httpsig import RequestSigner
 
     config = ClientConfig(
         url=env.gateway_url,
@@ -363,6 +373,8 @@ async def running(
     ``data_dir`` must be absolute: the printed key paths must work from any directory. Tests
     use this directly to run the same setup in-process.
     """
+    from aiohttp import web
+
     from fake_manta import FakeMantaServer
     from gateway.server.app import create_app
     from gateway.settings import Settings
@@ -459,6 +471,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``cloudapi-gateway dev``."""
     from gateway.cli.export import ClientError
 
+    log_options.configure(args)
     label = "smoke: FAILED" if args.smoke else "dev: error"
     try:
         return asyncio.run(
@@ -488,16 +501,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where keys, the demo image, the accounts, the catalog and Manta's objects live "
         "(default: ./dev-data; reused by later runs)",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address both servers listen on")
-    parser.add_argument("--port", type=int, default=8080, help="gateway port (0: any free one)")
     parser.add_argument(
-        "--manta-port", type=int, default=8081, help="fake Manta port (0: any free one)"
+        "--host", default="127.0.0.1", help="address both servers listen on (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="gateway port (default: %(default)s; 0: any free one)",
+    )
+    parser.add_argument(
+        "--manta-port",
+        type=int,
+        default=8081,
+        help="fake Manta port (default: %(default)s; 0: any free one)",
     )
     parser.add_argument(
         "--smoke",
         action="store_true",
         help="export the demo image, check it in the fake Manta, and exit 0 (or 1 on failure)",
     )
+    log_options.add_arguments(parser, default_format="text")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -3,10 +3,16 @@
 It sends what ``triton image export`` sends (GetImage or ListImages to resolve IMAGE, then
 ``POST /:login/images/:uuid`` with the JSON body ``{"action":"export","manta_path":...}``) and
 prints what it prints, so that a newcomer without node can try the gateway, and so that dev
-mode's smoke test goes over the same code path as a user would.
+mode's smoke test goes over the same code path as a user would. One difference: with ``-j``
+stdout carries only the JSON answer, and the ``Exporting image`` line goes to stderr.
 
-Node clients find keys through ssh-agent or ``~/.ssh`` only; this one also takes a key file
+Keys are found as node-triton finds them: the unencrypted key in ``~/.ssh`` that ``SDC_KEY_ID``
+names, else the key with that fingerprint in ssh-agent (``SSH_AUTH_SOCK``; the optional
+``agent`` extra, see ``gateway.cli.agent``). Unlike the Node clients it also takes a key file
 (``--key-file`` or ``SDC_KEY_PATH``), since dev mode has no agent.
+
+aiohttp, ``cryptography`` and asyncssh are imported where they are used, so that the command
+line starts fast (``bench/cli_startup.py``).
 """
 
 from __future__ import annotations
@@ -14,27 +20,36 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from email.utils import formatdate
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
-
-import aiohttp
-import yarl
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
+from urllib.parse import quote, urlencode
 
 from gateway import __version__
-from gateway.httpsig import PrivateKey, RequestSigner, load_private_key, md5_fingerprint
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from gateway.cli.agent import AgentKey
+    from gateway.httpsig import PrivateKey
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 #: What node-triton sends; the gateway serves images at 9.0.0.
 ACCEPT_VERSION = "~9||~8"
 USER_AGENT = f"cloudapi-gateway-client/{__version__}"
+#: Seconds to connect when ``--timeout`` is not given (reads then wait without limit).
+CONNECT_TIMEOUT = 30.0
+#: What the elapsed time is shown with while the command waits (stderr, a terminal only).
+WAITING = "waiting for CloudAPI:"
 
 
 class ClientError(Exception):
@@ -53,8 +68,29 @@ class ClientConfig:
 
     url: str
     account: str
-    key: PrivateKey
+    key: PrivateKey | AgentKey  # a key loaded from a file, or one that ssh-agent holds
     key_id: str  # the md5 fingerprint sent in keyId
+
+
+class Signer(Protocol):
+    """Signs a request's signing string: returns (http-signature algorithm, base64 signature)."""
+
+    async def sign(self, data: bytes) -> tuple[str, str]: ...
+
+
+class KeySigner:
+    """Signs with a private key loaded from a file."""
+
+    def __init__(self, key: PrivateKey) -> None:
+        from gateway.httpsig import default_algorithm
+
+        self.key = key
+        self.algorithm = default_algorithm(key)
+
+    async def sign(self, data: bytes) -> tuple[str, str]:
+        from gateway.httpsig import sign_bytes
+
+        return self.algorithm, sign_bytes(self.key, self.algorithm, data)
 
 
 def _normalize_fingerprint(text: str) -> str:
@@ -65,20 +101,28 @@ def _normalize_fingerprint(text: str) -> str:
     return text.lower() if not text.upper().startswith("SHA256:") else text
 
 
-def key_matches(key: PrivateKey, fingerprint: str) -> bool:
-    """Whether ``fingerprint`` (md5 colon-hex, or ``SHA256:base64``) names ``key``."""
+def blob_matches(blob: bytes, fingerprint: str) -> bool:
+    """Whether ``fingerprint`` (md5 colon-hex, or ``SHA256:base64``) names the SSH public
+    key ``blob``."""
     fp = _normalize_fingerprint(fingerprint)
     if fp.upper().startswith("SHA256:"):
-        from gateway.httpsig import ssh_public_key_line
-
-        blob = base64.b64decode(ssh_public_key_line(key).split()[1])
         digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
         return fp[7:].rstrip("=") == digest
-    return md5_fingerprint(key) == fp
+    md5 = hashlib.md5(blob).hexdigest()  # MD5: the wire format of keyIds
+    return ":".join(md5[i : i + 2] for i in range(0, len(md5), 2)) == fp
+
+
+def key_matches(key: PrivateKey, fingerprint: str) -> bool:
+    """Whether ``fingerprint`` (md5 colon-hex, or ``SHA256:base64``) names ``key``."""
+    from gateway.httpsig import ssh_public_key_line
+
+    return blob_matches(base64.b64decode(ssh_public_key_line(key).split()[1]), fingerprint)
 
 
 def find_key_in_dir(directory: Path, fingerprint: str) -> PrivateKey | None:
     """Look in ``directory`` (``~/.ssh``) for an unencrypted private key with ``fingerprint``."""
+    from gateway.httpsig import load_private_key
+
     if not directory.is_dir():
         return None
     for path in sorted(directory.iterdir()):
@@ -93,6 +137,23 @@ def find_key_in_dir(directory: Path, fingerprint: str) -> PrivateKey | None:
     return None
 
 
+def find_key_in_agent(socket: str, fingerprint: str) -> AgentKey | None:
+    """The key with ``fingerprint`` that the ssh-agent at ``socket`` holds, if any."""
+    try:
+        from gateway.cli import agent
+    except ImportError as exc:  # the optional extra is not installed
+        raise ClientError(
+            "KeyNotFound",
+            f"no private key matching {fingerprint} in ~/.ssh, and keys from ssh-agent "
+            f"need asyncssh: pip install 'cloudapi-gateway[agent]' ({exc})",
+        ) from exc
+    try:
+        keys = asyncio.run(agent.list_keys(socket))
+    except agent.AgentError as exc:
+        raise ClientError("AgentError", str(exc)) from exc
+    return next((k for k in keys if blob_matches(k.public_blob, fingerprint)), None)
+
+
 def resolve_config(
     url: str | None,
     account: str | None,
@@ -100,7 +161,13 @@ def resolve_config(
     key_file: str | None,
     env: Mapping[str, str] | None = None,
 ) -> ClientConfig:
-    """Flags win over TRITON_*/SDC_* variables, as in node-triton's env profile."""
+    """Flags win over TRITON_*/SDC_* variables, as in node-triton's env profile.
+
+    The key: ``key_file`` (or ``SDC_KEY_PATH``) if given; else the key ``key_id`` names,
+    looked for as node-triton looks (an unencrypted key in ``~/.ssh``, then ssh-agent).
+    """
+    from gateway.httpsig import load_private_key, md5_fingerprint
+
     env = os.environ if env is None else env
     url = url or env.get("TRITON_URL") or env.get("SDC_URL")
     account = account or env.get("TRITON_ACCOUNT") or env.get("SDC_ACCOUNT")
@@ -110,7 +177,6 @@ def resolve_config(
         raise ClientError("UsageError", "no CloudAPI URL: use --url or set SDC_URL")
     if not account:
         raise ClientError("UsageError", "no account: use --account or set SDC_ACCOUNT")
-    key: PrivateKey | None = None
     if key_file:
         try:
             key = load_private_key(Path(key_file).expanduser())
@@ -118,28 +184,54 @@ def resolve_config(
             raise ClientError("UsageError", f"cannot load key file {key_file}: {exc}") from exc
         if key_id and not key_matches(key, key_id):
             raise ClientError("UsageError", f"key file {key_file} does not match key id {key_id}")
-    elif key_id:
-        home = Path(env.get("HOME") or Path.home())
-        key = find_key_in_dir(home / ".ssh", key_id)
-        if key is None:
-            raise ClientError(
-                "KeyNotFound",
-                f"no private key matching {key_id} in {home / '.ssh'} "
-                "(give one with --key-file or SDC_KEY_PATH)",
-            )
-    else:
+        return ClientConfig(url.rstrip("/"), account, key, md5_fingerprint(key))
+    if not key_id:
         raise ClientError("UsageError", "no key: use --key-file/SDC_KEY_PATH or SDC_KEY_ID")
-    return ClientConfig(url=url.rstrip("/"), account=account, key=key, key_id=md5_fingerprint(key))
+    home = Path(env.get("HOME") or Path.home())
+    found = find_key_in_dir(home / ".ssh", key_id)
+    if found is not None:
+        return ClientConfig(url.rstrip("/"), account, found, md5_fingerprint(found))
+    socket = env.get("SSH_AUTH_SOCK")
+    in_agent = find_key_in_agent(socket, key_id) if socket else None
+    if in_agent is None:
+        where = f"{home / '.ssh'} or ssh-agent" if socket else f"{home / '.ssh'} (no SSH_AUTH_SOCK)"
+        raise ClientError(
+            "KeyNotFound",
+            f"no private key matching {key_id} in {where} "
+            "(give one with --key-file or SDC_KEY_PATH)",
+        )
+    return ClientConfig(url.rstrip("/"), account, in_agent, in_agent.md5_fingerprint)
 
 
 class CloudApiClient:
     """A small signed CloudAPI client over one aiohttp session (the caller owns the session)."""
 
-    def __init__(self, config: ClientConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        config: ClientConfig,
+        session: aiohttp.ClientSession,
+        signer: Signer | None = None,
+    ) -> None:
+        """A key from a file signs by itself; an ssh-agent key needs ``signer``
+        (``gateway.cli.agent.open_signer``)."""
+        from gateway.httpsig import PrivateKey
+
         self.config = config
         self.session = session
-        self.signer = RequestSigner(config.key, f"/{config.account}/keys/{config.key_id}")
-        self._base_path = urlsplit(config.url).path.rstrip("/")
+        if signer is None:
+            if not isinstance(config.key, PrivateKey):
+                raise TypeError("an ssh-agent key signs through a signer: pass signer=")
+            signer = KeySigner(config.key)
+        self.signer = signer
+        self.key_id = f"/{config.account}/keys/{config.key_id}"
+
+    async def _authorization(self, date: str) -> str:
+        """The ``Authorization`` header: an HTTP Signature over the ``date`` header."""
+        algorithm, signature = await self.signer.sign(f"date: {date}".encode())
+        return (
+            f'Signature keyId="{self.key_id}",algorithm="{algorithm}",'
+            f'headers="date",signature="{signature}"'
+        )
 
     async def request(
         self,
@@ -149,26 +241,33 @@ class CloudApiClient:
         query: Mapping[str, str] | None = None,
         body: Any = None,
     ) -> Any:
-        """Send a signed request and return the decoded JSON; raise ``ClientError`` on 4xx/5xx."""
-        target = self._base_path + path + (("?" + urlencode(query)) if query else "")
+        """Send a signed request and return the decoded JSON; raise ``ClientError`` on 4xx/5xx
+        and on a timeout (the session's ``--timeout``)."""
+        import aiohttp
+        import yarl
+
         headers = {
             "Accept": "application/json",
             "Accept-Version": ACCEPT_VERSION,
             "User-Agent": USER_AGENT,
+            "Date": formatdate(usegmt=True),
         }
         data: bytes | None = None
         if body is not None:
             data = json.dumps(body, separators=(",", ":")).encode()
             headers["Content-Type"] = "application/json"
             headers["Content-MD5"] = base64.b64encode(hashlib.md5(data).digest()).decode()
-        headers = self.signer.sign(method, target, headers)
+        headers["Authorization"] = await self._authorization(headers["Date"])
         url = self.config.url + path + (("?" + urlencode(query)) if query else "")
         try:
             async with self.session.request(
                 method, yarl.URL(url, encoded=True), data=data, headers=headers
             ) as resp:
                 text = await resp.text()
-                status = resp.status
+                status, reason = resp.status, resp.reason
+        except TimeoutError as exc:  # aiohttp's are TimeoutErrors too: before ClientError
+            message = _timeout_message(exc, self.session, method)
+            raise ClientError("Timeout", f"{method} {url}: {message}") from exc
         except aiohttp.ClientError as exc:
             raise ClientError("ConnectionError", f"{method} {url}: {exc}") from exc
         try:
@@ -182,7 +281,7 @@ class CloudApiClient:
                 if isinstance(errors, list) and errors:
                     message += " (" + ", ".join(json.dumps(e) for e in errors) + ")"
                 raise ClientError(str(payload["code"]), message, status)
-            raise ClientError(f"HTTP{status}", text.strip()[:200] or resp.reason or "", status)
+            raise ClientError(f"HTTP{status}", text.strip()[:200] or reason or "", status)
         return payload
 
     def _login_path(self, *parts: str) -> str:
@@ -255,27 +354,147 @@ def format_export(info: Mapping[str, Any], as_json: bool) -> str:
     )
 
 
-async def export(config: ClientConfig, image: str, manta_path: str) -> dict[str, Any]:
-    """Resolve ``image`` and export it; no total timeout, since big exports take long."""
-    client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
-    async with aiohttp.ClientSession(timeout=client_timeout) as session:
-        client = CloudApiClient(config, session)
+def _timeout_message(exc: BaseException, session: aiohttp.ClientSession, method: str) -> str:
+    """Which timeout struck, in words (aiohttp's own message is often empty)."""
+    import aiohttp
+
+    timeout = session.timeout
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return f"could not connect within {timeout.sock_connect:g} s"
+    message = f"no answer within {timeout.sock_read:g} s"
+    if method == "POST":  # ExportImage: CloudAPI goes on without the client
+        message += " (the export goes on in CloudAPI; a longer --timeout waits for its answer)"
+    return message
+
+
+def client_timeout(timeout: float | None) -> aiohttp.ClientTimeout:
+    """``--timeout``: seconds to connect and to wait for each read of an answer.
+
+    Without it: ``CONNECT_TIMEOUT`` to connect, and reads without limit, since ExportImage
+    answers only when the export is done. Never a total bound: big exports take long.
+    """
+    import aiohttp
+
+    return aiohttp.ClientTimeout(
+        total=None, sock_connect=timeout or CONNECT_TIMEOUT, sock_read=timeout
+    )
+
+
+@contextlib.asynccontextmanager
+async def elapsed_time(stream: TextIO | None, interval: float = 1.0) -> AsyncIterator[None]:
+    """While the block runs, show ``waiting for CloudAPI: 12s`` on ``stream`` if it is a
+    terminal: one line rewritten in place every ``interval`` seconds, erased at the end."""
+    isatty = getattr(stream, "isatty", None)
+    if stream is None or isatty is None or not isatty():
+        yield
+        return
+    out: TextIO = stream
+    start = time.monotonic()
+    width = 0
+
+    async def tick() -> None:
+        nonlocal width
+        while True:
+            await asyncio.sleep(interval)
+            line = f"{WAITING} {time.monotonic() - start:.0f}s"
+            width = max(width, len(line))
+            out.write("\r" + line)
+            out.flush()
+
+    task = asyncio.create_task(tick())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if width:
+            out.write("\r" + " " * width + "\r")
+            out.flush()
+
+
+@contextlib.asynccontextmanager
+async def _signer(config: ClientConfig) -> AsyncIterator[Signer | None]:
+    """The signer of an ssh-agent key, connected while the block runs; None for a key file."""
+    from gateway.httpsig import PrivateKey
+
+    if isinstance(config.key, PrivateKey):
+        yield None
+        return
+    from gateway.cli import agent
+
+    try:
+        async with agent.open_signer(config.key) as signer:
+            yield signer
+    except agent.AgentError as exc:
+        raise ClientError("AgentError", str(exc)) from exc
+
+
+async def export(
+    config: ClientConfig,
+    image: str,
+    manta_path: str,
+    *,
+    network_timeout: float | None = None,
+    progress: TextIO | None = None,
+) -> dict[str, Any]:
+    """Resolve ``image`` and export it.
+
+    :param network_timeout: seconds to connect and to wait for each read (``client_timeout``).
+    :param progress: where to show the elapsed time while waiting, if it is a terminal.
+    """
+    import aiohttp
+
+    async with (
+        _signer(config) as signer,
+        aiohttp.ClientSession(timeout=client_timeout(network_timeout)) as session,
+        elapsed_time(progress),
+    ):
+        client = CloudApiClient(config, session, signer)
         img = await client.resolve_image(image)
         return await client.export_image(str(img["id"]), manta_path)
 
 
+def _seconds(text: str) -> float:
+    """``--timeout``'s value: a number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``export``; also used by dev mode's own tests."""
-    parser.add_argument("-j", "--json", action="store_true", help="JSON output, on one line")
+    parser.add_argument(
+        "-j",
+        "--json",
+        action="store_true",
+        help="print only the answer, as JSON on one line, on stdout "
+        "(the 'Exporting image' line goes to stderr; triton prints both on stdout)",
+    )
     parser.add_argument(
         "--dry-run", action="store_true", help="print what would be exported, send nothing"
     )
     parser.add_argument("-U", "--url", help="CloudAPI URL (env SDC_URL or TRITON_URL)")
     parser.add_argument("-a", "--account", help="account login (env SDC_ACCOUNT)")
     parser.add_argument(
-        "-k", "--key-id", help="md5 fingerprint of the key (env SDC_KEY_ID); found in ~/.ssh"
+        "-k",
+        "--key-id",
+        help="fingerprint of the key (env SDC_KEY_ID); found in ~/.ssh or ssh-agent",
     )
     parser.add_argument("--key-file", help="private key file (env SDC_KEY_PATH)")
+    parser.add_argument(
+        "-t",
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help=f"seconds to connect and to wait for each read of an answer (default: "
+        f"{CONNECT_TIMEOUT:g} to connect, reads without limit: ExportImage answers only when "
+        "the export is done)",
+    )
     parser.add_argument("image", metavar="IMAGE", help="image uuid, name, name@version or short id")
     parser.add_argument("manta_path", metavar="MANTA_PATH", help="e.g. /LOGIN/stor/my-image")
 
@@ -287,11 +506,20 @@ def run(args: argparse.Namespace) -> int:
     except ClientError as exc:
         print(f"cloudapi-gateway export: error ({exc.code}): {exc.message}", file=sys.stderr)
         return 2
-    print(f"Exporting image {args.image} to {args.manta_path}", flush=True)
+    announce = f"Exporting image {args.image} to {args.manta_path}"
+    print(announce, file=sys.stderr if args.json else sys.stdout, flush=True)
     if args.dry_run:
         return 0
     try:
-        info = asyncio.run(export(config, args.image, args.manta_path))
+        info = asyncio.run(
+            export(
+                config,
+                args.image,
+                args.manta_path,
+                network_timeout=args.timeout,
+                progress=sys.stderr,
+            )
+        )
     except ClientError as exc:
         print(f"cloudapi-gateway export: error ({exc.code}): {exc.message}", file=sys.stderr)
         return 1

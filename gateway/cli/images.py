@@ -3,7 +3,8 @@
 The catalog comes from the plugin manager exactly as the server gets it (``[catalog] kind``),
 so these commands work for any catalog plugin, not only the embedded one. ``import`` streams
 the file in (the catalog hashes it on the way and refuses a size or sha1 mismatch); nothing of
-a failed import remains.
+a failed import remains. The read-only ``list`` and ``get`` refuse a data dir that does not
+exist rather than create it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.catalog import CatalogError, ImageCatalog, InvalidManifest
-from gateway.server.accounts import AccountStore
+from gateway.cli.accounts import CliError as AccountsCliError
+from gateway.cli.accounts import existing_data_dir
 from gateway.server.plugin_manager import (
     ConfigurationError,
     Hooks,
@@ -39,7 +41,11 @@ def _common() -> argparse.ArgumentParser:
     """``--config`` and ``--data-dir`` on every leaf; SUPPRESS keeps a top-level value."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
-        "--config", metavar="FILE", default=argparse.SUPPRESS, help="gateway TOML config file"
+        "--config",
+        "-c",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="gateway TOML config file",
     )
     parent.add_argument(
         "--data-dir", metavar="DIR", default=argparse.SUPPRESS, help="data directory"
@@ -77,7 +83,22 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2))
 
 
+def _owner_logins(settings: Settings) -> dict[str, str]:
+    """Account uuid -> login, read without creating the account store if it is missing."""
+    from gateway.server.accounts import AccountStore
+
+    if not settings.accounts_db.exists():
+        return {}
+    store = AccountStore(settings.accounts_db)
+    try:
+        return {a.uuid: a.login for a in store.list_accounts()}
+    finally:
+        store.close()
+
+
 async def _import(catalog: ImageCatalog, settings: Settings, args: argparse.Namespace) -> None:
+    from gateway.server.accounts import AccountStore
+
     store = AccountStore(settings.accounts_db)
     try:
         account = store.get_account(args.owner)
@@ -107,13 +128,13 @@ async def _list(catalog: ImageCatalog, settings: Settings, args: argparse.Namesp
     if args.json:
         _print_json([dict(i.manifest) for i in images])
         return
+    logins = await asyncio.to_thread(_owner_logins, settings)
     rows = [("UUID", "NAME", "VERSION", "TYPE", "STATE", "OWNER", "PUBLISHED")]
     for i in images:
         m = i.manifest
         published = str(m.get("published_at", "-"))[:10]
-        rows.append(
-            (i.uuid, i.name, i.version, str(m.get("type", "-")), i.state, i.owner, published)
-        )
+        owner = logins.get(i.owner, i.owner)  # the uuid of an account no longer known
+        rows.append((i.uuid, i.name, i.version, str(m.get("type", "-")), i.state, owner, published))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
@@ -132,8 +153,10 @@ async def _delete(catalog: ImageCatalog, settings: Settings, args: argparse.Name
     print(f"Deleted image {args.uuid}")
 
 
-async def _with_catalog(command: Command, args: argparse.Namespace) -> None:
+async def _with_catalog(command: Command, args: argparse.Namespace, read_only: bool) -> None:
     settings = _settings(args)
+    if read_only:
+        existing_data_dir(settings)
     catalog = catalog_for(settings)
     await catalog.open()
     try:
@@ -142,12 +165,15 @@ async def _with_catalog(command: Command, args: argparse.Namespace) -> None:
         await catalog.close()
 
 
-def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
-    """Run ``command`` with the configured catalog; refusals become a message and status 1."""
+def _handler(command: Command, *, read_only: bool = False) -> Callable[[argparse.Namespace], int]:
+    """Run ``command`` with the configured catalog; refusals become a message and status 1.
+
+    ``read_only``: the data dir must exist already (``existing_data_dir``).
+    """
 
     def run(args: argparse.Namespace) -> int:
         try:
-            asyncio.run(_with_catalog(command, args))
+            asyncio.run(_with_catalog(command, args, read_only))
         except InvalidManifest as exc:
             print(f"cloudapi-gateway: error: {exc}", file=sys.stderr)
             for err in exc.errors:
@@ -155,7 +181,7 @@ def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
                     f"    {err['field']}: {err['code']}: {err.get('message', '')}", file=sys.stderr
                 )
             return 1
-        except (CliError, CatalogError, SettingsError, PluginError) as exc:
+        except (CliError, AccountsCliError, CatalogError, SettingsError, PluginError) as exc:
             print(f"cloudapi-gateway: error: {exc}", file=sys.stderr)
             return 1
         return 0
@@ -182,12 +208,12 @@ def register(subparsers: Any) -> None:
     imp.set_defaults(func=_handler(_import))
 
     lst = sub.add_parser("list", parents=[common], help="list every image in the catalog")
-    lst.add_argument("--json", action="store_true", help="print the manifests as JSON")
-    lst.set_defaults(func=_handler(_list))
+    lst.add_argument("-j", "--json", action="store_true", help="print the manifests as JSON")
+    lst.set_defaults(func=_handler(_list, read_only=True))
 
     get = sub.add_parser("get", parents=[common], help="print an image's manifest")
     get.add_argument("uuid", metavar="UUID")
-    get.set_defaults(func=_handler(_get))
+    get.set_defaults(func=_handler(_get, read_only=True))
 
     delete = sub.add_parser("delete", parents=[common], help="delete an image and its file")
     delete.add_argument("uuid", metavar="UUID")

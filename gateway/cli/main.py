@@ -11,13 +11,10 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from gateway import __version__
-from gateway.cli import accounts, dev, export, images
-from gateway.server.app import create_app
+from gateway.cli import accounts, dev, export, images, log_options
 from gateway.server.plugin_manager import (
     ConfigurationError,
     PluginError,
@@ -26,6 +23,9 @@ from gateway.server.plugin_manager import (
     disabled_plugin_names,
 )
 from gateway.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("cloudapi_gateway")
 
@@ -51,23 +51,21 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def serve(app: web.Application, settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; then stop accepting and let in-flight requests finish.
 
-    No handler timeout anywhere: an export may take an hour, and ``shutdown_timeout`` (default
-    one hour) is how long a stopping server waits for it.
+    SIGTERM drains first: ``/--ready`` answers 503 for ``drain_seconds`` while the server
+    still serves (``gateway.server.serving``). No handler timeout anywhere: an export may
+    take an hour, and ``shutdown_timeout`` (default one hour) is how long a stopping server
+    waits for it.
     """
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_timeout,
-        print=lambda msg: log.info("%s", msg),
-    )
+    from gateway.server.serving import run  # here: --version, --help and export start fast
+
+    run(app, settings)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.server.app import create_app
+
     settings = settings_from_args(args)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_options.configure(args)
     serve(create_app(settings), settings)
     return 0
 
@@ -108,12 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = subparsers.add_parser("serve", help="serve the gateway over HTTP")
     _add_settings_args(serve, network=True)
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    log_options.add_arguments(serve)
     serve.set_defaults(func=_cmd_serve)
 
     plugins = subparsers.add_parser("plugins", help="list loaded plugins and what they provide")
     _add_settings_args(plugins, network=False)
-    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.add_argument("-j", "--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(func=_cmd_plugins)
 
     for module in (accounts, images, dev, export):

@@ -8,7 +8,8 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from gateway.storage import StorageError, StorageUnavailable
+from gateway.storage import ObjectNotFound, StorageError, StorageUnavailable
+from gateway.telemetry import events
 
 T = TypeVar("T")
 
@@ -40,23 +41,46 @@ async def with_retries(
     *,
     log: logging.Logger,
     what: str,
+    target: str | None = None,
+    operation: str | None = None,
 ) -> T:
     """Await ``attempt()`` until it succeeds, as ``gateway.storage`` asks of every target.
 
     ``attempt`` returns its result, or the ``StorageError`` that ended it. A
     ``StorageUnavailable`` is tried again after ``backoff_delay``, at most ``policy.retries``
-    times, each retry logged at INFO as ``"<what>: <message>; retry <n> in <delay>s"``; any
+    times, each retry logged at WARNING as ``"<what>: <message>; retry <n> in <delay>s"``; any
     other ``StorageError``, or the last one, is raised. What ``attempt`` raises itself (a body's
     own exception, a cancellation) is final and passes through unchanged.
+
+    With ``target`` (the target's kind, ``manta``) and ``operation`` (``put``, ``head``...),
+    each attempt is reported to ``gateway.telemetry.events()``: ``storage_request`` with the
+    outcome ``ok`` (an answer: a missing path, ``ObjectNotFound``, is one too), ``retried``
+    (followed by ``storage_retry``) or ``error`` (what ``attempt`` raised included, but not a
+    cancellation).
     """
+    labels = (target, operation) if target is not None and operation is not None else None
+
+    def report(outcome: str) -> None:
+        if labels is not None:
+            events().storage_request(*labels, outcome)
+
     retry = 0
     while True:
-        outcome = await attempt()
+        try:
+            outcome = await attempt()
+        except Exception:
+            report("error")
+            raise
         if not isinstance(outcome, StorageError):
+            report("ok")
             return outcome
         if not isinstance(outcome, StorageUnavailable) or retry >= policy.retries:
+            report("ok" if isinstance(outcome, ObjectNotFound) else "error")
             raise outcome
+        report("retried")
+        if labels is not None:
+            events().storage_retry(labels[0])
         delay = backoff_delay(retry, policy.retry_delay, policy.retry_max_delay)
-        log.info("%s: %s; retry %d in %.2fs", what, outcome.message, retry + 1, delay)
+        log.warning("%s: %s; retry %d in %.2fs", what, outcome.message, retry + 1, delay)
         retry += 1
         await asyncio.sleep(delay)

@@ -332,6 +332,11 @@ class AccountStore:
                 return None, None
             return account, self._match(self._keys_of(login), name_or_fingerprint)
 
+    def check(self) -> None:
+        """One trivial query (readiness); raises ``sqlite3.Error`` if the database fails it."""
+        with self._lock:
+            self._db.execute("SELECT 1 FROM accounts LIMIT 1").fetchall()
+
     def close(self) -> None:
         """Close the connection; the store cannot be used afterwards."""
         with self._lock:

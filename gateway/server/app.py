@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator, Iterable
 
 from aiohttp import web
@@ -23,13 +24,18 @@ from gateway.server.appkeys import (
     ACTIONS,
     CATALOG,
     JOURNAL,
+    METRICS,
     PLUGIN_MANAGER,
+    READINESS,
     SETTINGS,
     STORAGE,
     SWEEPER,
     VALIDATORS,
 )
 from gateway.server.journal import SQLiteJournal
+from gateway.server.logs import audit_middleware
+from gateway.server.metrics import Metrics
+from gateway.server.metrics_http import metrics_listener_ctx, metrics_middleware
 from gateway.server.middlewares import error_middleware, make_response_headers, version_middleware
 from gateway.server.plugin_manager import (
     Hooks,
@@ -37,13 +43,16 @@ from gateway.server.plugin_manager import (
     build_plugin_manager,
     create_component,
 )
+from gateway.server.readiness import Readiness
 from gateway.server.sweeper import Sweeper
 from gateway.server.validation import SchemaProblem, compile_schema
 from gateway.server.views import actions as action_views
 from gateway.server.views import images as image_views
 from gateway.server.views import ping as ping_views
+from gateway.server.views import ready as ready_views
 from gateway.settings import Settings
 from gateway.storage import StorageTarget
+from gateway.telemetry import use_events
 
 
 async def _accounts_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -73,7 +82,9 @@ async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
     actions: dict[str, ImageAction] = app[ACTIONS]
     sweeper = Sweeper(app[JOURNAL], actions, app[CATALOG], app[STORAGE], app[SETTINGS])
     app[SWEEPER] = sweeper
-    task = asyncio.create_task(sweeper.run(), name="journal-sweeper")
+    context = contextvars.copy_context()  # its repairs report to this app's metrics
+    context.run(use_events, app[METRICS])
+    task = asyncio.create_task(sweeper.run(), name="journal-sweeper", context=context)
     try:
         yield
     finally:
@@ -126,7 +137,7 @@ def create_app(settings: Settings, *, plugins: Iterable[object] = ()) -> web.App
 
     # The app reads no body itself; the action view enforces max_body_size while streaming.
     app = web.Application(
-        middlewares=[error_middleware, version_middleware],
+        middlewares=[metrics_middleware, audit_middleware, error_middleware, version_middleware],
         client_max_size=settings.max_body_size,
     )
     app[SETTINGS] = settings
@@ -135,10 +146,14 @@ def create_app(settings: Settings, *, plugins: Iterable[object] = ()) -> web.App
     app[VALIDATORS] = validators
     app[CATALOG] = catalog
     app[STORAGE] = storage  # type: ignore[misc]  # AppKey of a union (see appkeys)
+    app[METRICS] = Metrics()
+    app[READINESS] = Readiness()
+    app.cleanup_ctx.append(metrics_listener_ctx)  # first up, last down
     app.cleanup_ctx.extend([_accounts_ctx, _journal_ctx, _catalog_ctx, _storage_ctx, _sweeper_ctx])
     app.on_response_prepare.append(make_response_headers(app))
 
     ping_views.add_routes(app)
+    ready_views.add_routes(app)
     image_views.add_routes(app)
     action_views.add_routes(app)
     return app

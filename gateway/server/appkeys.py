@@ -10,6 +10,8 @@ from gateway.actions import Account, ImageAction
 from gateway.catalog import ImageCatalog
 from gateway.journal import Journal
 from gateway.server.accounts import AccountStore
+from gateway.server.metrics import Metrics
+from gateway.server.readiness import Readiness
 from gateway.server.sweeper import Sweeper
 from gateway.settings import Settings
 from gateway.storage import StorageTarget
@@ -25,6 +27,12 @@ ACCOUNTS = web.AppKey("accounts", AccountStore)
 JOURNAL = web.AppKey("journal", Journal)
 #: Set while the app runs (its cleanup context starts it).
 SWEEPER = web.AppKey("sweeper", Sweeper)
+#: The app's Prometheus registry and the host's ``gateway.telemetry`` listener.
+METRICS = web.AppKey("metrics", Metrics)
+#: (host, port) the metrics listener is bound to; set while it runs (not when it is off).
+METRICS_ADDRESS = web.AppKey("metrics_address", tuple[str, int])
+#: What ``GET /--ready`` checks, and the draining switch ``serve`` turns on at SIGTERM.
+READINESS = web.AppKey("readiness", Readiness)
 
 # Per-request values set by the middlewares (web.RequestKey needs aiohttp >= 3.14).
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -34,3 +42,5 @@ ACCOUNT = web.RequestKey("account", Account)
 API_VERSION = web.RequestKey("api_version", str)
 #: ``time.monotonic()`` when the request reached the gateway (for Response-Time).
 START_TIME = web.RequestKey("start_time", float)
+#: The image action a ``POST /:login/images/:id`` runs (its audit record's route names it).
+IMAGE_ACTION = web.RequestKey("image_action", str)

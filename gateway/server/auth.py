@@ -26,13 +26,14 @@ from aiohttp import web
 from gateway import httpsig
 from gateway.actions import Account
 from gateway.errors import (
+    GatewayError,
     InvalidCredentials,
     InvalidHeader,
     NotAuthorized,
     RequestExpired,
 )
 from gateway.server import signatures
-from gateway.server.appkeys import ACCOUNT, ACCOUNTS
+from gateway.server.appkeys import ACCOUNT, ACCOUNTS, METRICS
 
 #: Messages, verbatim from sdc-cloudapi ``lib/auth.js`` and restify.
 DEF_401 = "You must make authenticated requests to use CloudAPI"
@@ -149,8 +150,19 @@ async def authenticate(request: web.Request) -> Account:
 
     Also resolves ``/my`` and refuses a ``:login`` in the path that is not the caller's.
     The account is stored as ``request[ACCOUNT]``. Everything here is in memory or a tiny
-    SQLite read (cached), so it runs on the event loop.
+    SQLite read (cached), so it runs on the event loop. Each refusal is counted by its code
+    (``cloudapi_gateway_auth_failures_total``).
     """
+    try:
+        return _authenticate(request)
+    except GatewayError as err:
+        metrics = request.config_dict.get(METRICS)
+        if metrics is not None:
+            metrics.auth_failure(err.code)
+        raise
+
+
+def _authenticate(request: web.Request) -> Account:
     now = datetime.now(UTC)
     headers = _node_headers(request)
 

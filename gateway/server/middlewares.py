@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import __version__
+from gateway import __version__, telemetry
 from gateway.errors import GatewayError, InvalidVersion
 from gateway.server.appkeys import API_VERSION, REQUEST_ID, START_TIME
 from gateway.server.responses import error_response, json_response
@@ -80,6 +80,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Turn every failure into CloudAPI's JSON error; unknown ones into a bare 500."""
     request[START_TIME] = time.monotonic()
     request[REQUEST_ID] = _client_request_id(request)
+    # Every record logged while handling it carries the id (gateway.server.logs), and storage
+    # plugins send it on (x-request-id).
+    token = telemetry.request_id.set(request[REQUEST_ID])
     try:
         return await handler(request)
     except GatewayError as err:
@@ -98,6 +101,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             request[REQUEST_ID],
         )
         return json_response({"code": "InternalError", "message": "Internal Error"}, status=500)
+    finally:
+        telemetry.request_id.reset(token)
 
 
 @web.middleware

@@ -72,7 +72,8 @@ class Plugin:
 
 
 settings = Settings(host="127.0.0.1", port=int(port), data_dir=data_dir,
-                    catalog={"kind": "one-image"}, load_entrypoints=False)
+                    catalog={"kind": "one-image"}, load_entrypoints=False,
+                    metrics={"listen": "127.0.0.1:0"})
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)  # serve() logs "Running on ..."
 serve(create_app(settings, plugins=(Plugin(),)), settings)
 """

@@ -69,8 +69,12 @@ def test_import_list_get_delete(env: dict[str, Any], capsys: pytest.CaptureFixtu
     code, out, _ = run(capsys, "images", "list", "--data-dir", d)
     assert code == 0
     header, row = out.splitlines()
-    assert header.split()[:3] == ["UUID", "NAME", "VERSION"]
+    assert header.split() == ["UUID", "NAME", "VERSION", "TYPE", "STATE", "OWNER", "PUBLISHED"]
     assert row.split()[:2] == [UUID, "base"]
+    assert row.split()[5] == "alice"  # the owner's login, not its uuid
+
+    code, out, _ = run(capsys, "images", "list", "-j", "-c", str(env["dir"] / "none.toml"))
+    assert code == 1  # -c is --config: a missing file is refused
 
     code, out, _ = run(capsys, "images", "get", UUID, "--data-dir", d)
     assert code == 0 and json.loads(out) == imported

@@ -124,3 +124,83 @@ def test_journal_timings_from_env() -> None:
     )
     assert (settings.lease_seconds, settings.sweep_interval) == (5.0, 0.5)
     assert settings.journal_db == Path("data") / "journal.sqlite"
+
+
+# --- [metrics] and drain_seconds ----------------------------------------------------------------
+
+
+def test_metrics_default_is_tritons_port() -> None:
+    """Checked in a fresh interpreter: this suite moves the default to a free port."""
+    import subprocess
+    import sys
+
+    code = "from gateway.settings import Settings; s = Settings(); print(s.metrics_address)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "('127.0.0.1', 8881)"
+    assert Settings().drain_seconds == 5.0
+
+
+@pytest.mark.parametrize(
+    ("text", "listen", "address"),
+    [
+        ('[metrics]\nlisten = "0.0.0.0:9100"', "0.0.0.0:9100", ("0.0.0.0", 9100)),
+        ('[metrics]\nlisten = "[::1]:8881"', "[::1]:8881", ("::1", 8881)),
+        (
+            '[metrics]\nlisten = "metrics.internal:8881"',
+            "metrics.internal:8881",
+            ("metrics.internal", 8881),
+        ),
+        ('[metrics]\nlisten = ""', "", None),
+    ],
+)
+def test_metrics_listen(
+    tmp_path: Path, text: str, listen: str, address: tuple[str, int] | None
+) -> None:
+    settings = load_settings(write(tmp_path, text), env={})
+    assert settings.metrics == {"listen": listen}
+    assert settings.metrics_address == address
+
+
+def test_metrics_table_without_listen_keeps_the_default(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, "drain_seconds = 0\n[metrics]\n"), env={})
+    assert settings.metrics == Settings().metrics
+    assert settings.drain_seconds == 0.0
+
+
+def test_metrics_and_drain_from_env(tmp_path: Path) -> None:
+    env = {"CLOUDAPI_GATEWAY_METRICS__LISTEN": "", "CLOUDAPI_GATEWAY_DRAIN_SECONDS": "2.5"}
+    settings = load_settings(write(tmp_path, '[metrics]\nlisten = "127.0.0.1:9"'), env=env)
+    assert settings.metrics_address is None  # an empty variable turns the listener off
+    assert settings.drain_seconds == 2.5
+    env = {"CLOUDAPI_GATEWAY_METRICS__LISTEN": "127.0.0.1:9101"}
+    assert load_settings(env=env).metrics_address == ("127.0.0.1", 9101)
+
+
+LISTEN_MUST = 'metrics.listen must be "host:port" (such as "127.0.0.1:8881"), or "" for none'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[metrics]\nlisten = "8881"', f"{LISTEN_MUST}, got '8881'"),
+        ('[metrics]\nlisten = "127.0.0.1"', f"{LISTEN_MUST}, got '127.0.0.1'"),
+        ('[metrics]\nlisten = "127.0.0.1:99999"', f"{LISTEN_MUST}, got '127.0.0.1:99999'"),
+        ('[metrics]\nlisten = "::1:8881"', LISTEN_MUST),
+        ("[metrics]\nlisten = 8881", LISTEN_MUST),
+        ('[metrics]\nport = "8881"', "unknown setting(s) port in metrics"),
+        ('metrics = "127.0.0.1:8881"', "metrics must be a table"),
+        ("drain_seconds = -1", "drain_seconds must be a number >= 0"),
+        ('drain_seconds = "soon"', "drain_seconds must be a number"),
+    ],
+)
+def test_bad_metrics_and_drain_values(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(write(tmp_path, text), env={})
+    assert message in str(info.value)
+
+
+def test_bad_metrics_listen_from_env() -> None:
+    with pytest.raises(SettingsError, match=r"metrics\.listen must be"):
+        load_settings(env={"CLOUDAPI_GATEWAY_METRICS__LISTEN": "localhost"})

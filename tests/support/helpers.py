@@ -18,17 +18,25 @@ from gateway.actions import Account
 from gateway.catalog import Image
 from gateway.httpsig import PrivateKey, RequestSigner, ssh_public_key_line
 from gateway.server.appkeys import ACCOUNTS, CATALOG
+from tests.support import secrets
 
 
 def new_key(kind: str = "ecdsa") -> PrivateKey:
-    """A fresh private key: ``ecdsa`` (P-256, fast), ``ed25519`` or ``rsa`` (2048)."""
+    """A fresh private key: ``ecdsa`` (P-256, fast), ``ed25519`` or ``rsa`` (2048).
+
+    Recorded as a secret (``tests/support/secrets.py``): no log may ever show it.
+    """
+    key: PrivateKey
     if kind == "ecdsa":
-        return ec.generate_private_key(ec.SECP256R1())
-    if kind == "ed25519":
-        return ed25519.Ed25519PrivateKey.generate()
-    if kind == "rsa":
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    raise ValueError(kind)
+        key = ec.generate_private_key(ec.SECP256R1())
+    elif kind == "ed25519":
+        key = ed25519.Ed25519PrivateKey.generate()
+    elif kind == "rsa":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    else:
+        raise ValueError(kind)
+    secrets.REGISTRY.add_key(key)
+    return key
 
 
 def add_caller(

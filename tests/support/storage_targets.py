@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from gateway.httpsig import ssh_public_key_line
 from gateway.settings import Settings
 from gateway.storage import StorageTarget
+from tests.support import secrets
 
 #: Every target the contract suite (and the export's HTTP tests) run against.
 TARGET_NAMES = ("manta-memory", "manta-disk", "manta-v2", "s3")
@@ -90,9 +91,13 @@ class TargetHarness:
 
 
 def write_operator_key(directory: Path) -> tuple[Path, str]:
-    """A fresh Ed25519 key in OpenSSH form; returns (private key file, public key line)."""
+    """A fresh Ed25519 key in OpenSSH form; returns (private key file, public key line).
+
+    Recorded as a secret (``tests/support/secrets.py``): no log may ever show it.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     key = ed25519.Ed25519PrivateKey.generate()
+    secrets.REGISTRY.add_key(key)
     path = directory / "operator_ed25519"
     path.write_bytes(
         key.private_bytes(
@@ -260,6 +265,8 @@ class S3FaultProxy:
         self.upstream = upstream.rstrip("/")
         self.faults = ProxyFaults()
         self.url = ""
+        #: Every request received (faulted or forwarded): method, path, headers (lower case).
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
         #: Requests being forwarded right now, and the most seen at once, per method.
         self.in_flight: dict[str, int] = {}
         self.max_in_flight: dict[str, int] = {}
@@ -285,6 +292,8 @@ class S3FaultProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        self.requests.append((request.method, request.path, headers))
         rule = self.faults.take(request.method, request.path)
         if rule is not None and rule.stall is not None:
             await asyncio.sleep(rule.stall)

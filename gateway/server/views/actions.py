@@ -29,6 +29,7 @@ from gateway.server.appkeys import (
     ACTIONS,
     API_VERSION,
     CATALOG,
+    IMAGE_ACTION,
     JOURNAL,
     SETTINGS,
     STORAGE,
@@ -135,6 +136,7 @@ async def update_image(request: web.Request) -> web.Response:
         shown = name if isinstance(name, str) else json.dumps(name)[:100]
         raise InvalidArgument(f"action {shown} is not a valid argument")
     action = actions[name]
+    request[IMAGE_ACTION] = name
     served = getattr(action, "api_versions", "*")
     if served != "*":  # the action serves part of the API's versions: negotiate again within it
         request[API_VERSION] = negotiate(

@@ -13,13 +13,15 @@ import json
 import logging
 import math
 import posixpath
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from importlib import resources
 from typing import Any
 
 from gateway.actions import ActionContext, RecoveryContext
 from gateway.catalog import Image, ImageCatalog, ImageFile
 from gateway.errors import (
+    GatewayError,
     ImageHasNoFile,
     InternalError,
     MissingParameter,
@@ -29,6 +31,7 @@ from gateway.errors import (
 )
 from gateway.journal import Journal
 from gateway.storage import StorageTarget
+from gateway.telemetry import events
 from plugins.actions.export.failures import stat_or_fail
 from plugins.actions.export.paths import (
     EXTENSIONS,
@@ -41,6 +44,7 @@ from plugins.actions.export.paths import (
     normalize,
 )
 from plugins.actions.export.replacement import ExportRecord, Fingerprint
+from plugins.actions.export.report import ExportReport
 from plugins.actions.export.writer import ExportWriter, recover_entry
 
 log = logging.getLogger(__name__)
@@ -111,7 +115,26 @@ class ExportAction:
         self._detached: set[asyncio.Task[dict[str, str]]] = set()
 
     async def run(self, ctx: ActionContext, params: Mapping[str, Any]) -> Mapping[str, Any]:
-        """Check everything that needs no storage, then export in a task the client cannot cut."""
+        """Check everything that needs no storage, then export in a task the client cannot cut.
+
+        Every export ends in one log record (``ExportReport``), a warning when it failed.
+        """
+        storage = ctx.storage
+        report = ExportReport(
+            image=ctx.image.uuid,
+            manta_path=params.get("manta_path"),
+            storage=ctx.settings.storage.get("kind") if storage is not None else None,
+            storage_url=storage.public_url if storage is not None else None,
+        )
+        try:
+            return await self._run(ctx, params, report)
+        except Exception as exc:  # refused before writing (the export's task reports itself)
+            report.failed(exc)
+            raise
+
+    async def _run(
+        self, ctx: ActionContext, params: Mapping[str, Any], report: ExportReport
+    ) -> Mapping[str, Any]:
         raw = params.get("manta_path")
         if not raw:
             raise MissingParameter("Image destination manta_path is a required argument")
@@ -137,7 +160,15 @@ class ExportAction:
             )
 
         task = asyncio.create_task(
-            self._export(ctx.catalog, storage, journal, image, image_file, mpath, extension)
+            _reported(
+                image_file.size,
+                report.logged(
+                    image_file.size,
+                    self._export(
+                        ctx.catalog, storage, journal, image, image_file, mpath, extension, report
+                    ),
+                ),
+            )
         )
         try:
             return await asyncio.shield(task)
@@ -171,6 +202,7 @@ class ExportAction:
         image_file: ImageFile,
         mpath: MantaPath,
         extension: str,
+        report: ExportReport,
     ) -> dict[str, str]:
         """Pick the mode, check the directory, then write under the destination's lock."""
         info = await stat_or_fail(storage, mpath.path, f"error checking manta_path {mpath.path}")
@@ -193,6 +225,7 @@ class ExportAction:
                 )
             base = mpath.path
         manifest_path, file_path = export_paths(base, extension)
+        report.manifest_path, report.image_path = manifest_path, file_path
         record = ExportRecord(
             store=storage.public_url,
             manifest_path=manifest_path,
@@ -209,6 +242,25 @@ class ExportAction:
             "image_path": file_path,
             "manifest_path": manifest_path,
         }
+
+
+async def _reported(size: int, export: Awaitable[dict[str, str]]) -> dict[str, str]:
+    """Await ``export``, telling ``events()`` that it started and how it ended: ``ok`` (and
+    ``size`` bytes written), or the code of the error the caller is answered."""
+    listener = events()
+    listener.export_started()
+    started = time.monotonic()
+    outcome = InternalError.code  # what an exception that is no GatewayError becomes
+    try:
+        result = await export
+        outcome = "ok"
+        return result
+    except GatewayError as err:
+        outcome = err.code
+        raise
+    finally:
+        written = size if outcome == "ok" else 0
+        listener.export_finished(outcome, written, time.monotonic() - started)
 
 
 def _single_file(image: Image) -> ImageFile:

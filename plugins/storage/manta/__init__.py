@@ -7,6 +7,7 @@ One module a job: ``configuration`` (the ``[storage]`` section), ``target`` (``M
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +36,12 @@ class MantaTargetFactory:
     name = "manta"
 
     def create(self, config: Mapping[str, Any], settings: Settings) -> StorageTarget:
-        """Validate the section and load the key now, so that a bad key stops the start."""
+        """Validate the section and load the key now, so that a bad key stops the start.
+
+        A relative ``key_file`` is taken from the config file's directory, as ``data_dir`` is.
+        """
         cfg = MantaConfig.from_mapping(config)
+        cfg = dataclasses.replace(cfg, key_file=settings.path(cfg.key_file))
         try:
             key = load_private_key(cfg.key_file)
         except (OSError, ValueError, TypeError) as exc:

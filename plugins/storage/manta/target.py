@@ -22,7 +22,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from gateway import __version__
+from gateway import __version__, telemetry
 from gateway.httpsig import RequestSigner
 from gateway.plugin_kit import with_retries
 from gateway.storage import (
@@ -56,6 +56,12 @@ def encode_path(path: str) -> str:
     if not segments:
         raise ValueError(f"not a Manta path: {path!r}")
     return "/" + "/".join(quote(s, safe="") for s in segments)
+
+
+def _request_id() -> str:
+    """The id of the gateway request being handled (Manta logs it: one id ties both logs
+    together), or a fresh one for work outside requests."""
+    return telemetry.request_id.get() or str(uuid.uuid4())
 
 
 def _is_directory_type(content_type: str | None) -> bool:
@@ -123,6 +129,7 @@ class MantaTarget:
         method: str,
         path: str,
         *,
+        operation: str,
         ok: tuple[int, ...],
         headers: Mapping[str, str] | None = None,
         query: Mapping[str, str] | None = None,
@@ -130,7 +137,8 @@ class MantaTarget:
         size: int = 0,
     ) -> aiohttp.ClientResponse:
         """Send one request, retrying transient failures; return a response whose status is in
-        ``ok`` (the caller releases it) or raise the matching StorageError."""
+        ``ok`` (the caller releases it) or raise the matching StorageError. ``operation`` names
+        it in the storage metrics (``head``, ``put``, ``copy``...)."""
         url, signed_path = self._url(path, query)
 
         async def attempt() -> aiohttp.ClientResponse | StorageError:
@@ -139,7 +147,14 @@ class MantaTarget:
             ) as sender:
                 return await self._attempt(method, url, signed_path, path, ok, headers, sender)
 
-        return await with_retries(attempt, self.config, log=log, what=f"Manta {method} {path}")
+        return await with_retries(
+            attempt,
+            self.config,
+            log=log,
+            what=f"Manta {method} {path}",
+            target="manta",
+            operation=operation,
+        )
 
     async def _attempt(
         self,
@@ -157,7 +172,7 @@ class MantaTarget:
         if sender is None and method in ("PUT", "POST"):
             data = b""
         sent = self.signer.sign(
-            method, signed_path, {**(headers or {}), "x-request-id": str(uuid.uuid4())}
+            method, signed_path, {**(headers or {}), "x-request-id": _request_id()}
         )
         try:
             response = await self.session.request(
@@ -195,7 +210,11 @@ class MantaTarget:
         """HEAD the path: the directory content type means a directory; 404 means nothing."""
         try:
             response = await self._request(
-                "HEAD", path, ok=(200, 204), headers={"Accept": "application/json, */*"}
+                "HEAD",
+                path,
+                operation="head",
+                ok=(200, 204),
+                headers={"Accept": "application/json, */*"},
             )
         except ObjectNotFound:
             return None
@@ -217,9 +236,21 @@ class MantaTarget:
             headers=dict(headers),
         )
 
+    async def probe(self) -> None:
+        """One HEAD of the operator's top directory, never retried (``ProbedTarget``)."""
+        path = f"/{self.config.user}"
+        url, signed_path = self._url(path)
+        headers = {"Accept": "application/json, */*"}
+        outcome = await self._attempt("HEAD", url, signed_path, path, (200, 204), headers, None)
+        if isinstance(outcome, StorageError):
+            raise outcome
+        outcome.release()
+
     async def get_object(self, path: str) -> AsyncIterator[bytes]:
         """Start the GET (a missing object raises here) and return the stream of its bytes."""
-        response = await self._request("GET", path, ok=(200,), headers={"Accept": "*/*"})
+        response = await self._request(
+            "GET", path, operation="get", ok=(200,), headers={"Accept": "*/*"}
+        )
         if _is_directory_type(response.headers.get("Content-Type")):
             response.release()
             raise StorageRequestFailed(
@@ -246,7 +277,12 @@ class MantaTarget:
         if marker is not None:
             query["marker"] = marker
         response = await self._request(
-            "GET", path, ok=(200,), query=query, headers={"Accept": "application/x-json-stream"}
+            "GET",
+            path,
+            operation="list",
+            ok=(200,),
+            query=query,
+            headers={"Accept": "application/x-json-stream"},
         )
         if not _is_directory_type(response.headers.get("Content-Type")):
             response.release()
@@ -313,7 +349,7 @@ class MantaTarget:
         if content_md5:
             headers["Content-MD5"] = content_md5
         response = await self._request(
-            "PUT", path, ok=(200, 201, 204), headers=headers, body=body, size=size
+            "PUT", path, operation="put", ok=(200, 201, 204), headers=headers, body=body, size=size
         )
         response.release()
         return ObjectInfo(
@@ -340,7 +376,9 @@ class MantaTarget:
             "Location": encode_path(source),
         }
         try:
-            response = await self._request("PUT", destination, ok=(200, 201, 204), headers=headers)
+            response = await self._request(
+                "PUT", destination, operation="copy", ok=(200, 201, 204), headers=headers
+            )
         except ObjectNotFound as exc:  # SourceObjectNotFound: the error is about the source
             raise ObjectNotFound(f"{source} was not found", path=source) from exc
         except StorageRequestFailed as exc:
@@ -362,6 +400,7 @@ class MantaTarget:
         response = await self._request(
             "PUT",
             path,
+            operation="mkdir",
             ok=(200, 201, 204),
             headers={"Accept": "application/json", "Content-Type": PUT_DIRECTORY_TYPE},
         )
@@ -371,7 +410,11 @@ class MantaTarget:
         """DELETE; a missing object is fine (a retried DELETE may find it already gone)."""
         try:
             response = await self._request(
-                "DELETE", path, ok=(200, 204), headers={"Accept": "application/json"}
+                "DELETE",
+                path,
+                operation="delete",
+                ok=(200, 204),
+                headers={"Accept": "application/json"},
             )
         except ObjectNotFound:
             return

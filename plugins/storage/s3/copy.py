@@ -86,7 +86,7 @@ class Copy:
         ETag is no longer the one the copy started from.
         """
         try:
-            return await self.target.call(self.destination, make)
+            return await self.target.call(self.destination, make, operation="copy")
         except ObjectNotFound as exc:
             raise ObjectNotFound(f"{self.source} was not found", path=self.source) from exc
         except StorageRequestFailed as exc:
@@ -130,6 +130,7 @@ class Copy:
             lambda: self.target.client.create_multipart_upload(
                 Bucket=cfg.bucket, Key=self.key, Metadata=metadata, **carried
             ),
+            operation="copy",
         )
         upload_id: str = created["UploadId"]
         try:
@@ -142,6 +143,7 @@ class Copy:
                     UploadId=upload_id,
                     MultipartUpload={"Parts": parts},
                 ),
+                operation="copy",
             )
         except BaseException:
             await abort_multipart(self.target, self.destination, self.key, upload_id)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import aiohttp
 from botocore.exceptions import BotoCoreError
 
+from gateway import telemetry
 from gateway.plugin_kit import content_md5, with_retries
 from gateway.storage import BodyFactory, ObjectInfo, ObjectNotFound, StorageError
 from plugins.storage.s3.client import create_client
@@ -29,6 +30,17 @@ from plugins.storage.s3.upload import Upload, abort_multipart
 log = logging.getLogger(__package__)  # the plugin's logger, whichever module logs
 
 T = TypeVar("T")
+
+
+def _add_request_id(request: Any, **_: Any) -> None:
+    """botocore's ``before-sign.s3`` handler: send the gateway request's id as
+    ``x-request-id`` (any header that is not ``x-amz-*`` is allowed; S3 ignores it, proxies
+    and S3-compatible stores may log it). Outside a request nothing is added."""
+    request_id = telemetry.request_id.get()
+    if request_id is not None:
+        headers = request.headers  # an email Message: assigning again would add a second one
+        del headers["x-request-id"]
+        headers["x-request-id"] = request_id
 
 
 class S3Target:
@@ -46,6 +58,7 @@ class S3Target:
         """Create the pooled aiobotocore client (its own aiohttp connection pool)."""
         stack = contextlib.AsyncExitStack()
         self._client = await stack.enter_async_context(create_client(self.config))
+        self._client.meta.events.register("before-sign.s3", _add_request_id)
         self._exit_stack = stack
 
     async def close(self) -> None:
@@ -64,8 +77,13 @@ class S3Target:
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    async def call(self, path: str | None, make: Callable[[], Awaitable[T]]) -> T:
-        """Run one idempotent S3 call, retrying throttling/5xx/connection errors with backoff."""
+    async def call(
+        self, path: str | None, make: Callable[[], Awaitable[T]], *, operation: str
+    ) -> T:
+        """Run one idempotent S3 call, retrying throttling/5xx/connection errors with backoff.
+
+        ``operation`` names it in the storage metrics (``head``, ``put``, ``copy``...).
+        """
 
         async def attempt() -> T | StorageError:
             try:
@@ -75,7 +93,16 @@ class S3Target:
                 error.__cause__ = exc  # as ``raise error from exc`` would
                 return error
 
-        return await with_retries(attempt, self.config, log=log, what=f"S3 {path}")
+        return await with_retries(
+            attempt, self.config, log=log, what=f"S3 {path}", target="s3", operation=operation
+        )
+
+    async def probe(self) -> None:
+        """One ``HeadBucket``, never retried (``ProbedTarget``)."""
+        try:
+            await self.client.head_bucket(Bucket=self.config.bucket)
+        except Exception as exc:
+            raise map_error(exc, None, self.config.bucket) from exc
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -95,7 +122,9 @@ class S3Target:
         """S3's ``HeadObject`` answer for ``key``, or ``None`` when there is no such key."""
         try:
             head: Mapping[str, Any] = await self.call(
-                path, lambda: self.client.head_object(Bucket=self.config.bucket, Key=key)
+                path,
+                lambda: self.client.head_object(Bucket=self.config.bucket, Key=key),
+                operation="head",
             )
         except ObjectNotFound:
             return None
@@ -110,6 +139,7 @@ class S3Target:
             lambda: self.client.list_objects_v2(
                 Bucket=self.config.bucket, Prefix=key + "/", MaxKeys=1
             ),
+            operation="list",
         )
         return bool(listing.get("Contents") or listing.get("CommonPrefixes"))
 
@@ -117,7 +147,9 @@ class S3Target:
         """Start the GET (a missing key raises here) and return the stream of its bytes."""
         key = path_to_key(path)
         response = await self.call(
-            path, lambda: self.client.get_object(Bucket=self.config.bucket, Key=key)
+            path,
+            lambda: self.client.get_object(Bucket=self.config.bucket, Key=key),
+            operation="get",
         )
         return self._stream(path, response["Body"])
 
@@ -149,7 +181,7 @@ class S3Target:
         if token:
             kwargs["ContinuationToken"] = token
         page: Mapping[str, Any] = await self.call(
-            path, lambda: self.client.list_objects_v2(**kwargs)
+            path, lambda: self.client.list_objects_v2(**kwargs), operation="list"
         )
         return page
 
@@ -202,12 +234,17 @@ class S3Target:
                 ContentMD5=content_md5(b""),
                 ContentType="application/x-directory",
             ),
+            operation="mkdir",
         )
 
     async def delete_object(self, path: str) -> None:
         """Delete the key; S3 answers success for a missing key, as the contract wants."""
         key = path_to_key(path)
-        await self.call(path, lambda: self.client.delete_object(Bucket=self.config.bucket, Key=key))
+        await self.call(
+            path,
+            lambda: self.client.delete_object(Bucket=self.config.bucket, Key=key),
+            operation="delete",
+        )
 
     async def put_object(
         self,
@@ -228,7 +265,9 @@ class S3Target:
         found = 0
         query: dict[str, str] = {"Bucket": self.config.bucket, "Prefix": key}
         while True:
-            page = await self.call(path, lambda: self.client.list_multipart_uploads(**query))
+            page = await self.call(
+                path, lambda: self.client.list_multipart_uploads(**query), operation="list"
+            )
             for upload in page.get("Uploads", []):
                 if upload.get("Key") == key:
                     found += 1

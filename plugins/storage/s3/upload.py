@@ -50,7 +50,7 @@ class Upload:
         return await self._put_multipart()
 
     def _call(self, make: Callable[[], Awaitable[T]]) -> Awaitable[T]:
-        return self.target.call(self.path, make)
+        return self.target.call(self.path, make, operation="put")
 
     def _check(self, md5: str) -> None:
         """Refuse a body whose MD5 is not the one the caller announced."""
@@ -156,6 +156,7 @@ async def abort_multipart(target: S3Target, path: str, key: str, upload_id: str)
                 lambda: target.client.abort_multipart_upload(
                     Bucket=target.config.bucket, Key=key, UploadId=upload_id
                 ),
+                operation="abort",
             )
         )
     except Exception as exc:  # the original failure matters more; say that this one happened

@@ -1,0 +1,144 @@
+"""Request throughput of ``cloudapi-gateway serve`` with its JSON logs on and off.
+
+Each run starts a gateway process, drives requests from ``--clients`` concurrent keep-alive
+connections for ``--seconds``, and counts the answers: ``GET /--ping`` (the cheapest request,
+so the worst case for logging's share) and a signed ``GET /bench/images`` (ListImages with
+HTTP Signature auth, what clients mostly send). "On" is the default
+(``--log-level info``: one JSON audit record per request, to a file); "off" is
+``--log-level fatal`` (no record is written). Runs alternate on/off so that the machine's
+drift hits both alike; the table gives medians and the ratio off/on (goal: on within 10%).
+
+    python3 bench/logging_overhead.py [--runs 5] [--seconds 5] [--clients 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from gateway.httpsig import RequestSigner, ssh_public_key_line
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def make_account(workdir: Path) -> RequestSigner:
+    """The account ``bench`` with a fresh ECDSA key, in the data directory the runs share."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = workdir / "bench.pub"
+    public.write_text(ssh_public_key_line(key, "bench") + "\n")
+    data = str(workdir / "data")
+    for args in (["accounts", "add", "bench"], ["keys", "add", "bench", str(public)]):
+        subprocess.run(
+            [sys.executable, "-m", "gateway", *args, "--data-dir", data],
+            check=True,
+            capture_output=True,
+        )
+    return RequestSigner.for_login(key, "bench")
+
+
+async def one_run(
+    level: str,
+    path: str,
+    signer: RequestSigner | None,
+    seconds: float,
+    clients: int,
+    workdir: Path,
+) -> float:
+    """Requests per second answered by a fresh gateway logging at ``level``."""
+    port = free_port()
+    env = {**os.environ, "CLOUDAPI_GATEWAY_METRICS__LISTEN": ""}
+    log = workdir / f"gateway-{level}.log"
+    with log.open("ab") as out:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "serve", "--data-dir", str(workdir / "data"),
+            "--port", str(port), "--log-level", level, env=env, stdout=out, stderr=out,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+
+    def headers() -> dict[str, str]:
+        return signer.sign("GET", path, {"Accept": "application/json"}) if signer else {}
+
+    try:
+        connector = aiohttp.TCPConnector(limit=clients)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for _ in range(600):
+                try:
+                    async with session.get(base + "/--ping") as resp:
+                        await resp.read()
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+            count = 0
+            deadline = time.monotonic() + seconds
+
+            async def client() -> None:
+                nonlocal count
+                while time.monotonic() < deadline:
+                    async with session.get(base + path, headers=headers()) as resp:
+                        await resp.read()
+                        if resp.status == 200:
+                            count += 1
+
+            started = time.monotonic()
+            await asyncio.gather(*(client() for _ in range(clients)))
+            return count / (time.monotonic() - started)
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--clients", type=int, default=16)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-logs-") as tmp:
+        workdir = Path(tmp)
+        signer = make_account(workdir)
+        cases = (("ping", "/--ping", None), ("ListImages", "/bench/images", signer))
+        for label, path, case_signer in cases:
+            results: dict[str, list[float]] = {"info": [], "fatal": []}
+            for _ in range(args.runs):
+                for level in ("info", "fatal"):
+                    rate = await one_run(
+                        level, path, case_signer, args.seconds, args.clients, workdir
+                    )
+                    results[level].append(rate)
+                    print(f"  {label} {level:5} {rate:8.0f} req/s", flush=True)
+            on, off = statistics.median(results["info"]), statistics.median(results["fatal"])
+            rows += [
+                (f"{label} req/s, JSON logs on (median)", f"{on:.0f} {_rounded(results['info'])}"),
+                (f"{label} req/s, logs off (median)", f"{off:.0f} {_rounded(results['fatal'])}"),
+                (f"{label} ratio on/off (goal >= 0.90)", f"{on / off:.2f}"),
+            ]
+    print()
+    print(f"{'measure':42}  value")
+    print(f"{'-' * 42}  {'-' * 30}")
+    for name, value in rows:
+        print(f"{name:42}  {value}")
+
+
+def _rounded(values: list[float]) -> list[int]:
+    return [round(v) for v in values]
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
