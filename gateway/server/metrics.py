@@ -75,8 +75,7 @@ class Metrics(Events):
         )
         self.storage_requests = Counter(
             "cloudapi_gateway_storage_requests",
-            "Storage request attempts, by target kind, operation and outcome "
-            "(ok, retried, error).",
+            "Storage request attempts, by target kind, operation and outcome (ok, retried, error).",
             ["target", "operation", "outcome"],
             registry=registry,
         )

@@ -24,12 +24,10 @@ deletes the clones made so far (``:4566-4592``).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid as uuid_mod
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any
 
 from gateway.actions import ActionContext
@@ -44,6 +42,7 @@ from gateway.errors import (
     ResourceNotFound,
     ValidationFailed,
 )
+from gateway.plugin_kit.javascript import load_json_file
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +64,7 @@ class ImageNotShared(GatewayError):
 
 def load_schema() -> dict[str, Any]:
     """The JSON Schema shipped beside this module (package data)."""
-    text = resources.files(__package__).joinpath("schema.json").read_text(encoding="utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
+    return load_json_file(__package__, "schema.json")
 
 
 def _now() -> str:

@@ -11,11 +11,9 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import posixpath
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from importlib import resources
 from typing import Any
 
 from gateway.actions import ActionContext, RecoveryContext
@@ -30,6 +28,7 @@ from gateway.errors import (
     StorageUnsupported,
 )
 from gateway.journal import Journal
+from gateway.plugin_kit.javascript import as_javascript, load_json_file
 from gateway.storage import StorageTarget
 from gateway.telemetry import events
 from plugins.actions.export.failures import stat_or_fail
@@ -52,9 +51,7 @@ log = logging.getLogger(__name__)
 
 def load_schema() -> dict[str, Any]:
     """The JSON Schema shipped beside this module (package data)."""
-    text = resources.files(__package__).joinpath("schema.json").read_text(encoding="utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
+    return load_json_file(__package__, "schema.json")
 
 
 def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
@@ -64,17 +61,7 @@ def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
     JavaScript's number and string formatting: integral floats print without ``.0`` and
     non-ASCII characters are written as themselves (UTF-8), not as ``\\u`` escapes.
     """
-    return json.dumps(_as_js(manifest), indent=4, ensure_ascii=False).encode("utf-8")
-
-
-def _as_js(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _as_js(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_as_js(v) for v in value]
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    return value
+    return json.dumps(as_javascript(manifest), indent=4, ensure_ascii=False).encode("utf-8")
 
 
 class _PathLocks:

@@ -11,22 +11,19 @@ must be visible (the gateway answered 404 before ``run``), the caller must own i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from importlib import resources
 from typing import Any
 
 from gateway.actions import ActionContext
 from gateway.catalog import EditableCatalog, ImageNotFound, InvalidManifest
 from gateway.errors import InternalError, NotAvailableHere, NotImageOwner, ResourceNotFound
+from gateway.plugin_kit.javascript import load_json_file
 from plugins.actions.update.fields import UpdateValidationFailed, check_update, requested
 
 
 def load_schema() -> dict[str, Any]:
     """The JSON Schema shipped beside this module (package data)."""
-    text = resources.files(__package__).joinpath("schema.json").read_text(encoding="utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
+    return load_json_file(__package__, "schema.json")
 
 
 class UpdateAction:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gateway.errors import ValidationFailed
+from gateway.plugin_kit.javascript import as_javascript
 
 #: What CloudAPI passes on to IMGAPI, in its order: ``validAttributes`` (datasets.js:543-551).
 #: Every other parameter (``public``, ``state``, ``owner``, ``as-role``...) is ignored there.
@@ -138,23 +139,13 @@ def json_depth(value: Any) -> int:
 
 def js_json(value: Any) -> str:
     """``JSON.stringify(value)`` (``%j``): compact, non-ASCII as itself, ``1.0`` as ``1``."""
-    return json.dumps(_as_js(value), separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(as_javascript(value), separators=(",", ":"), ensure_ascii=False)
 
 
 def _js_number(value: float) -> str:
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return str(int(value)) if abs(value) < 1e21 else repr(value)
     return str(value)
-
-
-def _as_js(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _as_js(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_as_js(v) for v in value]
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    return value
 
 
 def _not_a_string(field: str, label: str) -> FieldError:

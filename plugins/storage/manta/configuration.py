@@ -99,8 +99,5 @@ def key_id_for(key: PrivateKey, user: str, key_id: str | None) -> str:
         return key_id
     given = key_id.removeprefix("MD5:").lower()
     if given != fingerprint:
-        raise ValueError(
-            f"key_id {key_id} is not the MD5 fingerprint of key_file "
-            f"({fingerprint})"
-        )
+        raise ValueError(f"key_id {key_id} is not the MD5 fingerprint of key_file ({fingerprint})")
     return f"/{user}/keys/{fingerprint}"
