@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.cli.common import CliError, common_options
 from gateway.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -23,29 +24,6 @@ if TYPE_CHECKING:
     from gateway.server.accounts import AccountStore, KeyRecord
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-class CliError(Exception):
-    """A user mistake: printed as ``cloudapi-gateway: error: ...`` with exit status 1."""
-
-
-def _common() -> argparse.ArgumentParser:
-    """``--config`` and ``--data-dir`` on every leaf; SUPPRESS keeps a top-level value."""
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument(
-        "--config",
-        "-c",
-        metavar="FILE",
-        default=argparse.SUPPRESS,
-        help="gateway TOML config file",
-    )
-    parent.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        default=argparse.SUPPRESS,
-        help="data directory (overrides the config file; holds accounts.sqlite)",
-    )
-    return parent
 
 
 def existing_data_dir(settings: Settings) -> None:
@@ -197,7 +175,7 @@ def _keys_list(store: AccountStore, args: argparse.Namespace) -> None:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``accounts`` and ``keys`` command groups to the main CLI's subparsers."""
-    common = _common()
+    common = common_options("data directory (overrides the config file; holds accounts.sqlite)")
 
     accounts = subparsers.add_parser("accounts", help="manage accounts (logins)")
     acc = accounts.add_subparsers(dest="accounts_command", metavar="COMMAND", required=True)

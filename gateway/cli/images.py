@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.catalog import CatalogError, ImageCatalog, InvalidManifest
-from gateway.cli.accounts import CliError as AccountsCliError
 from gateway.cli.accounts import existing_data_dir
+from gateway.cli.common import CliError, common_options
 from gateway.server.plugin_manager import (
     ConfigurationError,
     Hooks,
@@ -31,26 +31,6 @@ from gateway.settings import Settings, SettingsError, load_settings
 
 CHUNK_SIZE = 1024 * 1024
 Command = Callable[[ImageCatalog, Settings, argparse.Namespace], Awaitable[None]]
-
-
-class CliError(Exception):
-    """A refusal to print as ``cloudapi-gateway: error: ...`` with exit status 1."""
-
-
-def _common() -> argparse.ArgumentParser:
-    """``--config`` and ``--data-dir`` on every leaf; SUPPRESS keeps a top-level value."""
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument(
-        "--config",
-        "-c",
-        metavar="FILE",
-        default=argparse.SUPPRESS,
-        help="gateway TOML config file",
-    )
-    parent.add_argument(
-        "--data-dir", metavar="DIR", default=argparse.SUPPRESS, help="data directory"
-    )
-    return parent
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -181,7 +161,7 @@ def _handler(command: Command, *, read_only: bool = False) -> Callable[[argparse
                     f"    {err['field']}: {err['code']}: {err.get('message', '')}", file=sys.stderr
                 )
             return 1
-        except (CliError, AccountsCliError, CatalogError, SettingsError, PluginError) as exc:
+        except (CliError, CatalogError, SettingsError, PluginError) as exc:
             print(f"cloudapi-gateway: error: {exc}", file=sys.stderr)
             return 1
         return 0
@@ -191,7 +171,7 @@ def _handler(command: Command, *, read_only: bool = False) -> Callable[[argparse
 
 def register(subparsers: Any) -> None:
     """Add the ``images`` command group to the main CLI."""
-    common = _common()
+    common = common_options()
     images = subparsers.add_parser("images", help="manage the image catalog")
     sub = images.add_subparsers(dest="images_command", metavar="SUBCOMMAND", required=True)
 
