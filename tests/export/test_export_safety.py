@@ -198,3 +198,16 @@ async def test_reexport_of_the_same_image_makes_no_safety_copy(
     assert rule.hits == 0
     assert await holding(env) == before
     await assert_clean(env, ["img.imgmanifest", "img.zfs"])
+
+
+async def test_a_huge_object_at_the_manifest_path_is_refused_untouched(env: ExportEnv) -> None:
+    """More than 1 MiB is no image manifest: the export will not replace (nor journal) it."""
+    image = await env.image(blob(30_000, seed=5))
+    huge = blob(1024 * 1024 + 1, seed=3)
+    await env.put(env.path("img.imgmanifest"), huge)
+    answer = await env.export(image.uuid, env.path("img"))
+    assert answer.status == 422, answer.body
+    assert answer.body["code"] == "InvalidParameter"
+    assert "no image manifest" in answer.body["message"]
+    assert await holding(env) == Exported(None, huge)
+    await assert_clean(env, ["img.imgmanifest"])
