@@ -1,5 +1,13 @@
 """The admin surface under ``/_fake/`` (moto's ``/moto-api/`` role). Loopback clients only.
 
+It changes state without auth, so a web page open in a developer's browser must not reach it
+(cross-site requests to loopback, DNS rebinding). Every admin request, reads included, needs
+the ``X-Fake-Manta-Admin: 1`` header (a browser sends a custom header cross-site only after a
+CORS preflight, which this surface never grants); a POST needs ``Content-Type:
+application/json``; a request with a foreign ``Origin``, or a ``Host`` that is neither an IP
+literal nor ``localhost``, is refused. ``admin_from`` (``--admin-from CIDR``) admits clients
+outside loopback (a container's host).
+
 A login must start with a letter, so no Manta path can collide with ``/_fake/``.
 
     POST /_fake/reset       empty every object and directory (accounts stay), clear faults
@@ -24,8 +32,9 @@ from typing import Any
 from aiohttp import web
 
 from fake_manta import faults as faults_module
+from fake_manta import jsonbody
 from fake_manta.config import FakeMantaConfig
-from fake_manta.errors import AuthorizationFailed, BadRequest, MantaError
+from fake_manta.errors import AuthorizationFailed, BadRequest, MantaError, UnsupportedMediaType
 from fake_manta.middlewares import Handler, json_response
 from fake_manta.models import Store
 
@@ -37,16 +46,58 @@ def _dump(payload: Any, status: int = 200) -> web.Response:
     return json_response(status, json.dumps(payload, separators=(",", ":")).encode())
 
 
-@web.middleware
-async def loopback_only(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The admin surface changes state without auth: refuse anything but loopback peers."""
-    peer = request.remote or ""
+#: The header every admin request must carry (``ADMIN_HEADERS`` is the dict to send).
+ADMIN_HEADER = "X-Fake-Manta-Admin"
+ADMIN_HEADERS = {ADMIN_HEADER: "1"}
+#: Methods whose admin requests must declare a JSON body.
+_WRITES = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _admitted_peer(config: FakeMantaConfig, peer: str) -> bool:
     try:
-        ok = ipaddress.ip_address(peer.split("%")[0]).is_loopback
+        address = ipaddress.ip_address(peer.split("%")[0])
     except ValueError:
-        ok = False
-    if not ok:
-        raise AuthorizationFailed(f"{peer} may not use the admin surface")
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback or any(address in net for net in config.admin_networks)
+
+
+def _literal_host(host: str) -> bool:
+    """An IP literal or ``localhost``: a DNS-rebinding page always names its own domain."""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.removeprefix("[").split("]")[0].rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def check_admin_request(request: web.Request, config: FakeMantaConfig) -> None:
+    """Raise unless ``request`` may use the admin surface (see the module docstring)."""
+    peer = request.remote or ""
+    if not _admitted_peer(config, peer):
+        raise AuthorizationFailed(f"{peer} may not use the admin surface (see --admin-from)")
+    host = request.headers.get("Host")
+    if host is not None and not _literal_host(host):
+        raise AuthorizationFailed(f"admin requests must name the server by address, not {host}")
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != f"{request.scheme}://{host}":
+        raise AuthorizationFailed(f"cross-origin admin requests are refused (Origin {origin})")
+    if request.headers.get(ADMIN_HEADER) != "1":
+        raise AuthorizationFailed(f"admin requests need the header {ADMIN_HEADER}: 1")
+    if request.method in _WRITES and request.content_type != "application/json":
+        raise UnsupportedMediaType(
+            f"admin {request.method} requests need Content-Type: application/json")
+
+
+@web.middleware
+async def admin_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The admin surface changes state without auth: admit local, deliberate clients only."""
+    check_admin_request(request, request.app[ADMIN_CONFIG])
     return await handler(request)
 
 
@@ -110,7 +161,7 @@ async def post_reset(request: web.Request) -> web.StreamResponse:
 async def _json_body(request: web.Request) -> Any:
     """The request's JSON, or 400 naming what is wrong with it."""
     try:
-        return await request.json()
+        return jsonbody.loads(await request.read())
     except ValueError as exc:
         raise BadRequest(f"invalid JSON body: {exc}") from exc
 
@@ -166,7 +217,7 @@ def _register_fault_routes(table: web.RouteTableDef, config: FakeMantaConfig) ->
 
 
 def create_admin_app(config: FakeMantaConfig, store: Store) -> web.Application:
-    admin = web.Application(middlewares=[loopback_only])
+    admin = web.Application(middlewares=[admin_guard])
     admin[ADMIN_CONFIG] = config
     admin[ADMIN_STORE] = store
     table = web.RouteTableDef()
@@ -176,4 +227,14 @@ def create_admin_app(config: FakeMantaConfig, store: Store) -> web.Application:
     return admin
 
 
-__all__ = ["MantaError", "add_account", "add_user", "create_admin_app", "reset_state", "state_of"]
+__all__ = [
+    "ADMIN_HEADER",
+    "ADMIN_HEADERS",
+    "MantaError",
+    "add_account",
+    "add_user",
+    "check_admin_request",
+    "create_admin_app",
+    "reset_state",
+    "state_of",
+]

@@ -10,7 +10,13 @@ from fake_manta.admin import create_admin_app
 from fake_manta.auth import auth_middleware
 from fake_manta.config import CONFIG, STORE, FakeMantaConfig
 from fake_manta.faults import fault_middleware
-from fake_manta.middlewares import add_common_headers, common_headers, error_middleware, skip_admin
+from fake_manta.middlewares import (
+    add_common_headers,
+    common_headers,
+    error_middleware,
+    request_age_check,
+    skip_admin,
+)
 from fake_manta.models import Backend, DiskBackend, MemoryBackend, Store
 from fake_manta.routes import setup_routes
 
@@ -33,13 +39,15 @@ async def _backend_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(config: FakeMantaConfig | None = None) -> web.Application:
     """Build the fake Manta app. Middleware order (outermost first): common headers, errors,
-    faults, auth; the admin surface under ``/_fake/`` skips faults and auth."""
+    faults, request age (``Date``), auth; the admin surface under ``/_fake/`` skips the last
+    three."""
     config = config or FakeMantaConfig()
     app = web.Application(
         middlewares=[
             common_headers,
             error_middleware,
             skip_admin(fault_middleware(config.faults)),
+            skip_admin(request_age_check(config.max_request_age)),
             skip_admin(auth_middleware(config.registry, no_auth=config.no_auth)),
         ],
     )

@@ -158,6 +158,10 @@ def _parse_date(value: str) -> float | None:
         return None
 
 
+#: The public name (restify's ``dateParser`` in middlewares.py parses dates the same way).
+parse_js_date = _parse_date
+
+
 def _js_number(value: float) -> str:
     """``String(n)`` for the skew in the error message (``412.5``, ``400``)."""
     return f"{value:.3f}".rstrip("0").rstrip(".")

@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from fake_manta.account_file import AccountFileError
 from fake_manta.config import DEFAULT_MAX_CONTENT_LENGTH
 from fake_manta.errors import MantaError
 from fake_manta.logs import setup_logging
 from fake_manta.server import FakeMantaServer
+from fake_manta.version import package_version
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fake-manta",
         description="A fake Manta object store that node-manta (mput, mget, ...) works against.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8081, help="port to bind; 0 picks a free one")
     where = p.add_mutually_exclusive_group()
@@ -46,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="v1: mln works (default); v2: 403 SnaplinksDisabledError, as Manta v2")
     p.add_argument("--max-content-length", type=int, default=DEFAULT_MAX_CONTENT_LENGTH,
                    metavar="BYTES", help="largest object accepted (default 5 GiB)")
+    p.add_argument("--admin-from", action="append", default=[], metavar="CIDR",
+                   help="also answer the admin surface (/_fake/) to clients in this network, "
+                        "e.g. a container's host (default: loopback only); repeatable")
+    p.add_argument("--tls-cert", type=Path, metavar="PEM",
+                   help="serve HTTPS with this certificate chain (with --tls-key)")
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
     p.add_argument("-v", "--verbose", action="count", default=0,
                    help="-v: log every request (one audit record each, on stderr); "
                         "-vv: debug records too")
@@ -78,6 +89,10 @@ def configure(server: FakeMantaServer, args: argparse.Namespace) -> dict[str, li
         if owner not in fingerprints:
             fingerprints[owner] = server.add_account(owner, operator=owner in args.operator)
         server.add_user(owner, user, _read_keys(Path(key_file).expanduser()))
+    for login in server.registry.logins():  # kept in --data-dir from an earlier start
+        account = server.registry.get(login)
+        if account is not None:
+            fingerprints.setdefault(login, list(account.keys))
     return fingerprints
 
 
@@ -100,11 +115,27 @@ def banner(server: FakeMantaServer, fingerprints: dict[str, list[str]]) -> str:
     return "\n".join(lines)
 
 
-async def serve(args: argparse.Namespace) -> None:
+def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """The HTTPS context of ``--tls-cert``/``--tls-key`` (HTTP/1.1, as Manta); None: HTTP."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ValueError("--tls-cert and --tls-key go together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise ValueError(f"--tls-cert {cert} with --tls-key {key}: {exc.reason}") from None
+    return context
+
+
+async def serve(args: argparse.Namespace, ssl_context: ssl.SSLContext | None = None) -> None:
     server = FakeMantaServer(
         host=args.host, port=args.port, data_dir=args.data_dir, no_auth=args.no_auth,
         snaplinks=args.snaplinks, max_content_length=args.max_content_length,
-        fsync=args.fsync, log_requests=args.verbose > 0,
+        fsync=args.fsync, log_requests=args.verbose > 0, admin_from=args.admin_from,
+        ssl_context=ssl_context,
     )
     try:
         fingerprints = configure(server, args)
@@ -124,10 +155,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.max_content_length < 0:
         sys.exit("fake-manta: --max-content-length must be >= 0")
+    for network in args.admin_from:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError as exc:
+            sys.exit(f"fake-manta: --admin-from: {exc}")
+    try:
+        ssl_context = tls_context(args.tls_cert, args.tls_key)
+    except (ValueError, OSError) as exc:
+        sys.exit(f"fake-manta: {exc}")
     setup_logging(args.verbose, args.log_format)
     try:
-        asyncio.run(serve(args))
-    except OSError as exc:
+        asyncio.run(serve(args, ssl_context))
+    except (OSError, AccountFileError) as exc:
         sys.exit(f"fake-manta: {exc}")
     except KeyboardInterrupt:
         pass

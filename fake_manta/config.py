@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Literal
 
 from aiohttp import web
 
+from fake_manta.account_file import ACCOUNTS_FILE
 from fake_manta.accounts import AccountRegistry
 from fake_manta.faults import FaultInjector
 from fake_manta.logs import RequestLog
@@ -40,6 +42,14 @@ class FakeMantaConfig:
     #: also send each request's records to the ``fake_manta.audit`` logger (the CLI does;
     #: an embedding host's logs stay its own unless it asks)
     log_requests: bool = False
+    #: networks (CIDR) besides loopback whose clients may use the admin surface (``/_fake/``),
+    #: e.g. a container's host; empty: loopback only
+    admin_from: tuple[str, ...] = ()
+    #: muskie's ``maxRequestAge`` (its config template: 600 s): a ``Date`` older than this is
+    #: 400 ``RequestExpired`` (restify's ``dateParser``)
+    max_request_age: float = 600.0
+    admin_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        init=False, default=())
 
     def __post_init__(self) -> None:
         if self.snaplinks not in ("v1", "v2"):
@@ -48,6 +58,11 @@ class FakeMantaConfig:
             raise ValueError("max_content_length must be >= 0")
         if self.data_dir is not None:
             self.data_dir = Path(self.data_dir)
+            if self.registry.path is None:  # accounts survive restarts too
+                self.registry.persist_to(self.data_dir / ACCOUNTS_FILE)
+        self.admin_from = tuple(self.admin_from)
+        self.admin_networks = tuple(
+            ipaddress.ip_network(net, strict=False) for net in self.admin_from)
 
 
 CONFIG = web.AppKey("fake_manta.config", FakeMantaConfig)

@@ -201,6 +201,18 @@ class InvalidDurabilityLevel(MantaError):
     code, status = "InvalidDurabilityLevel", 400
 
 
+class InvalidContent(MantaError):
+    """restify's jsonBodyParser: a body that is not JSON (malformed or nested too deeply)."""
+
+    code, status = "InvalidContent", 400
+
+
+class UnsupportedMediaType(MantaError):
+    """restify's 415: the admin surface takes ``application/json`` bodies only."""
+
+    code, status = "UnsupportedMediaType", 415
+
+
 class InvalidArgumentError(MantaError):
     code, status = "InvalidArgumentError", 400
 

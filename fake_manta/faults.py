@@ -6,6 +6,12 @@ A rule matches a method and a path regex and applies to the next ``times`` match
 - ``stall``: wait that many seconds first, then proceed (or fail, if ``status``/``code`` is set);
 - ``cut_after``: drop the connection after K body bytes: after the handler has read K bytes of
   a request body (a PUT/POST), or after K bytes of the response body were sent (a GET).
+- ``drip_bytes`` (with ``drip_interval``, seconds, default 1, and ``drip_in``, ``"head"`` or
+  ``"body"``, default ``"body"``): send the response ``drip_bytes`` bytes every
+  ``drip_interval`` seconds, in its head (status line and headers: the client waits for the
+  headers) or its body (the rest of the head goes out at once), for any response, errors
+  included (``fake_manta/drip.py``). ``server.faults.add("GET", r"/big$", drip_bytes=10,
+  drip_interval=0.5, drip_in="head")``; over HTTP the same fields as JSON.
 
 Rules are set from Python (``server.faults.add(...)``, thread-safe, so the background-thread
 runner works) or over the admin surface (``POST/GET/DELETE /_fake/faults``; see
@@ -29,6 +35,8 @@ from aiohttp.http_writer import StreamWriter
 from aiohttp.streams import StreamReader
 from aiohttp.typedefs import Middleware
 
+from fake_manta import jsonbody
+from fake_manta.drip import DripRegion, install_drip
 from fake_manta.errors import CODES, InvalidArgumentError, MantaError, error_for_code
 
 log = logging.getLogger("fake_manta.faults")
@@ -60,6 +68,9 @@ class FaultRule:
     message: str | None = None
     stall: float | None = None
     cut_after: int | None = None
+    drip_bytes: int | None = None
+    drip_interval: float | None = None
+    drip_in: DripRegion | None = None
     hits: int = 0
     id: int = field(default_factory=lambda: next(_ids))
 
@@ -80,10 +91,29 @@ class FaultRule:
             raise ValueError("stall must be >= 0 seconds")
         if self.cut_after is not None and self.cut_after < 0:
             raise ValueError("cut_after must be >= 0 bytes")
+        self._check_drip()
         if self.status is None and self.code is None and self.stall is None and (
-            self.cut_after is None
+            self.cut_after is None and self.drip_bytes is None
         ):
-            raise ValueError("a fault needs status/code, stall or cut_after")
+            raise ValueError("a fault needs status/code, stall, cut_after or drip_bytes")
+
+    def _check_drip(self) -> None:
+        if self.drip_bytes is None:
+            if self.drip_interval is not None or self.drip_in is not None:
+                raise ValueError("drip_interval and drip_in need drip_bytes")
+            return
+        if self.drip_bytes < 1:
+            raise ValueError("drip_bytes must be >= 1")
+        if self.drip_interval is None:
+            self.drip_interval = 1.0
+        if self.drip_interval < 0:
+            raise ValueError("drip_interval must be >= 0 seconds")
+        if self.drip_in is None:
+            self.drip_in = "body"
+        if self.drip_in not in ("head", "body"):
+            raise ValueError(f"drip_in must be 'head' or 'body', not {self.drip_in!r}")
+        if self.cut_after is not None:
+            raise ValueError("a rule cannot both drip and cut_after")
 
     @property
     def remaining(self) -> int | None:
@@ -112,7 +142,8 @@ class FaultRule:
         return {
             "id": self.id, "method": self.method, "path": self.path, "times": self.times,
             "status": self.status, "code": self.code, "message": self.message,
-            "stall": self.stall, "cut_after": self.cut_after, "hits": self.hits,
+            "stall": self.stall, "cut_after": self.cut_after, "drip_bytes": self.drip_bytes,
+            "drip_interval": self.drip_interval, "drip_in": self.drip_in, "hits": self.hits,
             "remaining": self.remaining,
         }
 
@@ -134,12 +165,16 @@ class FaultInjector:
         message: str | None = None,
         stall: float | None = None,
         cut_after: int | None = None,
+        drip_bytes: int | None = None,
+        drip_interval: float | None = None,
+        drip_in: DripRegion | None = None,
         times: int | None = 1,
     ) -> FaultRule:
         """Add a rule (checked after earlier ones) and return it; raises ValueError if bad."""
         rule = FaultRule(
             method=method, path=path, times=times, status=status, code=code,
-            message=message, stall=stall, cut_after=cut_after,
+            message=message, stall=stall, cut_after=cut_after, drip_bytes=drip_bytes,
+            drip_interval=drip_interval, drip_in=drip_in,
         )
         with self._lock:
             self._rules.append(rule)
@@ -308,8 +343,8 @@ class _CutWriter(StreamWriter):
         await super().write_eof(chunk)
 
 
-#: Set on a request whose response body an injected cut watches: handlers must then write the
-#: body through ``resp.write`` (no ``sendfile``), so that the cut sees every byte.
+#: Set on a request whose response body an injected cut or drip watches: handlers must then
+#: write the body through ``resp.write`` (no ``sendfile``), so that the fault sees every byte.
 RESPONSE_CUT_KEY: web.RequestKey[bool] = web.RequestKey("fake_manta.response_cut", bool)
 
 
@@ -341,6 +376,10 @@ def fault_middleware(injector: FaultInjector) -> Middleware:
                   extra={"fault": rule.to_json()})
         if rule.stall:
             await asyncio.sleep(rule.stall)
+        if rule.drip_bytes is not None:
+            install_drip(request, rule.drip_bytes, rule.drip_interval or 0.0,
+                         rule.drip_in or "body")
+            request[RESPONSE_CUT_KEY] = True
         error = rule.error()
         if error is not None:
             raise error
@@ -364,6 +403,8 @@ _FIELDS = {
     "method": (str, type(None)), "path": (str,), "times": (int, type(None)),
     "status": (int, type(None)), "code": (str, type(None)), "message": (str, type(None)),
     "stall": (int, float, type(None)), "cut_after": (int, type(None)),
+    "drip_bytes": (int, type(None)), "drip_interval": (int, float, type(None)),
+    "drip_in": (str, type(None)),
 }
 
 
@@ -383,7 +424,7 @@ def add_admin_routes(table: web.RouteTableDef, injector: FaultInjector) -> None:
 
     async def add(request: web.Request) -> web.Response:
         try:
-            spec = await request.json()
+            spec = jsonbody.loads(await request.read())
         except ValueError as exc:
             raise InvalidArgumentError(f"body is not JSON: {exc}") from exc
         if not isinstance(spec, dict):

@@ -9,6 +9,7 @@ the audit record needs (start, id, peer, the error answered; ``fake_manta/audit.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 
-from fake_manta.auth import CALLER_KEY
+from fake_manta.auth import CALLER_KEY, parse_js_date
 from fake_manta.config import CONFIG
 from fake_manta.errors import (
     AccountDoesNotExist,
@@ -26,6 +27,7 @@ from fake_manta.errors import (
     InternalError,
     MantaError,
     MethodNotAllowed,
+    RequestExpired,
     ResourceNotFound,
     UploadAbandoned,
     body_md5,
@@ -48,17 +50,26 @@ ERROR_KEY = web.RequestKey("fake_manta.error", MantaError)
 _CONTINUE_SENT = web.RequestKey("fake_manta.continue_sent", bool)
 #: Paths the admin surface owns; auth and faults never apply to them.
 ADMIN_PREFIX = "/_fake/"
+#: muskie's load-balancer check (lib/other.js ``GetPing``), mounted ahead of its handler chain:
+#: no auth, faults, request id or audit record; ``Server`` is its only common header.
+PING_PATH = "/ping"
+
+
+def is_ping(request: web.Request) -> bool:
+    """``GET /ping`` (muskie routes HEAD /ping to the account ``ping`` instead)."""
+    return request.method == "GET" and request.path == PING_PATH
 
 
 # -- common headers ------------------------------------------------------------------------------
 @web.middleware
 async def common_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Stamp the start time, request id and peer; the prepare signal writes the headers."""
+    if is_ping(request):
+        return await handler(request)  # no request id: the audit logger skips it
     request[START_KEY] = time.monotonic()
-    request_id = request[REQUEST_ID_KEY] = (
-        request.headers.get("x-request-id") or request.headers.get("request-id")
-        or str(uuid.uuid4())
-    )
+    # muskie (restify 6, no ``reqIdHeaders``) answers with an id of its own; a client's
+    # ``x-request-id`` is only logged, in the audit record's ``req.headers``.
+    request_id = request[REQUEST_ID_KEY] = str(uuid.uuid4())
     peer = request.transport.get_extra_info("peername") if request.transport else None
     request[PEER_KEY] = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
     if log.isEnabledFor(logging.DEBUG) and request.config_dict[CONFIG].log_requests:
@@ -73,12 +84,16 @@ async def add_common_headers(request: web.Request, response: web.StreamResponse)
     """``on_response_prepare``: Server, x-request-id, x-response-time, x-server-name (+Date)."""
     start = request.get(START_KEY, time.monotonic())
     response.headers["Server"] = "Manta/2"
-    request_id = request.get(REQUEST_ID_KEY) or request.headers.get("x-request-id")
-    response.headers["x-request-id"] = request_id or str(uuid.uuid4())
+    if is_ping(request):
+        return
+    response.headers["x-request-id"] = request.get(REQUEST_ID_KEY) or str(uuid.uuid4())
     response.headers["x-response-time"] = str(int((time.monotonic() - start) * 1000))
     response.headers["x-server-name"] = request.config_dict[CONFIG].server_name
-    if request.headers.get("User-Agent", "").startswith("curl"):
-        response.force_close()  # muskie answers curl with Connection: close
+    if re.match(r"^curl.+", request.headers.get("User-Agent", "")):
+        # muskie answers curl with ``Connection: close`` and closes. The header must be set
+        # here: aiohttp derived its own Connection header before this signal ran.
+        response.force_close()
+        response.headers["Connection"] = "close"
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -135,13 +150,30 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(request, InternalError("internal error"))
 
 
+# -- request age ---------------------------------------------------------------------------
+def request_age_check(max_age: float) -> Middleware:
+    """restify's ``dateParser`` as muskie mounts it (``maxRequestAge``): a ``Date`` more than
+    ``max_age`` seconds in the past is 400 ``RequestExpired``. Like restify, an unparsable or
+    future date passes here (``new Date(x)`` is NaN, and NaN compares false)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        value = request.headers.get("Date")
+        sent = parse_js_date(value) if value else None
+        if value and sent is not None and time.time() - sent > max_age:
+            raise RequestExpired(f"Date header {value} is too old")
+        return await handler(request)
+
+    return middleware
+
+
 # -- auth wiring ----------------------------------------------------------------------------
 def skip_admin(middleware: Middleware) -> Middleware:
     """Wrap a middleware so that it does not run for the admin surface."""
 
     @web.middleware
     async def wrapped(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith(ADMIN_PREFIX):
+        if request.path.startswith(ADMIN_PREFIX) or is_ping(request):
             return await handler(request)
         return await middleware(request, handler)
 

@@ -18,7 +18,7 @@ from fake_manta.errors import InvalidResource, MantaError, MethodNotAllowed, Res
 from fake_manta.handlers import directories, objects, uploads
 from fake_manta.handlers.common import is_put_directory, is_put_link
 from fake_manta.handlers.target import Target
-from fake_manta.middlewares import authorize, defer_continue
+from fake_manta.middlewares import PING_PATH, authorize, defer_continue
 from fake_manta.models.store import UPLOAD_ID_RE
 
 LOGIN_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_\-.@%]+$")
@@ -61,7 +61,7 @@ def classify(raw_path: str) -> Target:
     if not rest:
         return Target("uploads_root", login, path)
     if UPLOAD_ID_RE.match(rest[0]):
-        if len(rest) > 2 or (len(rest) == 2 and not rest[1].isdigit()):
+        if len(rest) > 2 or (len(rest) == 2 and not re.fullmatch("[0-9]+", rest[1])):
             raise missing
         return Target("upload_redirect", login, path, upload_id=rest[0],
                       part=rest[1] if len(rest) == 2 else None)
@@ -103,6 +103,7 @@ HANDLERS: dict[tuple[str, str], TargetHandler] = {
     ("upload_commit", "POST"): uploads.commit_upload,
     ("upload_abort", "POST"): uploads.abort_upload,
     ("upload_part", "PUT"): uploads.put_part,
+    ("upload_part", "HEAD"): objects.get_path,  # muskie: "Allowed: PUT (upload-part), HEAD"
 }
 _READS = ("GET", "HEAD", "OPTIONS")
 
@@ -130,6 +131,7 @@ _UPLOAD_NAMES = {
     ("upload_commit", "POST"): "CommitUpload",
     ("upload_abort", "POST"): "AbortUpload",
     ("upload_part", "PUT"): "UploadPart",
+    ("upload_part", "HEAD"): "HeadUploadsStorage",  # muskie's generic uploads-tree route
 }
 _UPLOAD_SUFFIXES = {"upload_state": "UploadState", "upload_commit": "CommitUpload",
                     "upload_abort": "AbortUpload", "upload_part": "Part"}
@@ -165,8 +167,20 @@ def route_name(method: str, raw_path: str, content_type: str | None) -> str | No
     return f"{verb}{tree}Storage"
 
 
+async def ping(request: web.Request) -> web.StreamResponse:
+    """muskie's ``GetPing`` for the load balancer: 200 once ready (the fake is, once it
+    listens; muskie's 503 before its dependencies are up never happens), empty, and
+    ``Connection: close``."""
+    response = web.Response(status=200, headers={"Connection": "close"})
+    response.force_close()
+    return response
+
+
 def setup_routes(app: web.Application) -> None:
-    """One catch-all resource; register it after any sub-app (``/_fake/``)."""
+    """``GET /ping``, then one catch-all resource; register them after any sub-app
+    (``/_fake/``). HEAD /ping falls through to the catch-all (the account ``ping``), as in
+    muskie."""
+    app.router.add_get(PING_PATH, ping, allow_head=False, name="ping")
     resource = app.router.add_resource("/{tail:.*}", name="manta")
     for method in ("GET", "HEAD", "DELETE", "OPTIONS"):
         resource.add_route(method, dispatch)

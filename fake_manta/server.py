@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 from collections.abc import Iterable
 from concurrent.futures import Future
@@ -47,9 +48,13 @@ class FakeMantaServer:
         fsync: bool = False,
         keep_requests: int = 1000,
         log_requests: bool = False,
+        admin_from: Iterable[str] = (),
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        #: HTTPS with this context (``--tls-cert``/``--tls-key``); plain HTTP without.
+        self.ssl_context = ssl_context
         self.config = FakeMantaConfig(
             data_dir=Path(data_dir) if data_dir is not None else None,
             no_auth=no_auth,
@@ -60,6 +65,7 @@ class FakeMantaServer:
             fsync=fsync,
             requests=RequestLog(keep_requests),
             log_requests=log_requests,
+            admin_from=tuple(admin_from),
         )
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
@@ -90,7 +96,8 @@ class FakeMantaServer:
         if self._runner is None:
             raise RuntimeError("server not started")
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "http" if self.ssl_context is None else "https"
+        return f"{scheme}://{host}:{self.port}"
 
     def add_account(
         self, login: str, public_keys: Iterable[str] = (), operator: bool = False
@@ -111,7 +118,9 @@ class FakeMantaServer:
                                access_log_class=AuditAccessLogger,
                                access_log=logging.getLogger(AUDIT_LOGGER))
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(
+            runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context
+        )
         try:
             await site.start()
         except BaseException:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
-import json
 import mimetypes
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -13,15 +12,18 @@ from typing import Any
 
 from aiohttp import web
 
+from fake_manta import jsonbody
 from fake_manta.config import CONFIG, STORE, FakeMantaConfig
 from fake_manta.errors import (
     BadRequest,
     ContentLengthRequired,
+    InvalidContent,
     InvalidDurabilityLevel,
     InvalidMaxContentLength,
     MaxContentLengthExceeded,
     PreconditionFailed,
 )
+from fake_manta.handlers.cors import CORS_HEADERS, custom_headers
 from fake_manta.middlewares import send_continue
 from fake_manta.models import Entry, Store
 from fake_manta.models.entry import http_date
@@ -96,6 +98,16 @@ def parse_content_md5(headers: Mapping[str, str]) -> str | None:
     return base64.b64encode(digest).decode()
 
 
+def md5_to_check(headers: Mapping[str, str]) -> str | None:
+    """The Content-MD5 a body must match. muskie checks it on every streamed body, an empty
+    chunked one included, but skips the check when ``Content-Length: 0`` declares a zero-byte
+    object (``obj.js`` ``parseArguments`` sets ``req._zero`` and never streams)."""
+    expected = parse_content_md5(headers)
+    if headers.get("content-length", "").strip() == "0":
+        return None
+    return expected
+
+
 def parse_content_length(headers: Mapping[str, str]) -> int | None:
     raw = headers.get("content-length")
     if raw is None:
@@ -130,7 +142,8 @@ def check_declared_length(request: web.Request, limit: int) -> None:
 
 
 def stored_headers(headers: Mapping[str, str], *, public: bool) -> dict[str, str]:
-    """``m-*`` (until 4 KB accumulated), cache-control, CORS, content-disposition, ..."""
+    """``m-*`` (until 4 KB accumulated), cache-control, the five CORS response headers,
+    content-disposition, ... (muskie ``createMetadata``)."""
     kept: dict[str, str] = {}
     size = 0
     for name, value in headers.items():
@@ -139,7 +152,7 @@ def stored_headers(headers: Mapping[str, str], *, public: bool) -> dict[str, str
             size += len(value.encode())
             if size < MAX_HDRSIZE:
                 kept[key] = value
-        elif key in _KEPT or key.startswith("access-control-"):
+        elif key in _KEPT or key in CORS_HEADERS:
             if key == "content-disposition" and not _DISPOSITION_RE.match(value):
                 raise BadRequest(f"content-disposition {value!r} is invalid")
             kept[key] = value
@@ -148,8 +161,9 @@ def stored_headers(headers: Mapping[str, str], *, public: bool) -> dict[str, str
     return kept
 
 
-def object_headers(entry: Entry) -> dict[str, str]:
-    """Stored and derived headers of a GET/HEAD object response (not Content-Length)."""
+def object_headers(entry: Entry, origin: str | None = None, method: str = "GET") -> dict[str, str]:
+    """Stored and derived headers of a GET/HEAD object response (not Content-Length); CORS
+    headers filtered by the request's ``Origin`` (``cors.custom_headers``)."""
     headers = {
         "Etag": entry.etag or "",
         "Last-Modified": http_date(entry.mtime),
@@ -157,17 +171,18 @@ def object_headers(entry: Entry) -> dict[str, str]:
         "Content-MD5": entry.content_md5,
         "Durability-Level": str(entry.copies),
     }
-    headers.update(entry.headers)
+    headers.update(custom_headers(entry.headers, origin, method))
     return headers
 
 
-def directory_headers(entry: Entry, total: int) -> dict[str, str]:
+def directory_headers(entry: Entry, total: int, origin: str | None = None,
+                      method: str = "GET") -> dict[str, str]:
     headers = {
         "Content-Type": DIR_TYPE,
         "Result-Set-Size": str(total),
         "Last-Modified": http_date(entry.mtime),
     }
-    headers.update(entry.headers)
+    headers.update(custom_headers(entry.headers, origin, method))
     return headers
 
 
@@ -239,7 +254,8 @@ async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
 async def read_small_json(
     request: web.Request, limit: int, error: Callable[[str], Exception]
 ) -> Any:
-    """A bounded JSON body (MPU create/commit); malformed or oversized raises ``error``."""
+    """A bounded JSON body (MPU create/commit): oversized raises ``error``; malformed or too
+    deeply nested is 400 ``InvalidContent`` (restify's jsonBodyParser, which muskie uses)."""
     await send_continue(request)
     data = bytearray()
     while True:
@@ -252,9 +268,9 @@ async def read_small_json(
     if not data:
         return {}
     try:
-        return json.loads(data)
+        return jsonbody.loads(data)
     except ValueError as exc:
-        raise error(f"invalid JSON body: {exc}") from exc
+        raise InvalidContent(f"Invalid JSON: {exc}") from exc
 
 
 def no_content(headers: dict[str, str]) -> web.Response:

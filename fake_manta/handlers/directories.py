@@ -21,6 +21,7 @@ from fake_manta.handlers.common import (
     store_of,
     stored_headers,
 )
+from fake_manta.handlers.cors import origin_echo
 from fake_manta.handlers.target import Target
 from fake_manta.middlewares import is_operator, send_continue
 from fake_manta.models import Entry, ListQuery
@@ -115,12 +116,14 @@ async def list_directory(request: web.Request, entry: Entry) -> web.StreamRespon
     store = store_of(request)
     if request.method == "HEAD":
         total = await store.backend.count_children(entry.path)
-        resp = web.StreamResponse(status=200, headers=directory_headers(entry, total))
+        resp = web.StreamResponse(status=200, headers=directory_headers(
+            entry, total, request.headers.get("Origin"), request.method))
         await resp.prepare(request)
         await resp.write_eof()
         return resp
     total, rows = await store.list(entry.path, query)
-    resp = web.StreamResponse(status=200, headers=directory_headers(entry, total))
+    resp = web.StreamResponse(status=200, headers=directory_headers(
+        entry, total, request.headers.get("Origin"), request.method))
     resp.enable_chunked_encoding()
     await resp.prepare(request)
     if rows:
@@ -134,4 +137,4 @@ async def put_directory(request: web.Request, target: Target) -> web.StreamRespo
     await send_continue(request)
     headers = stored_headers(request.headers, public=False)
     entry = await store_of(request).put_directory(target.path, target.login, headers)
-    return no_content({"Last-Modified": http_date(entry.mtime)})
+    return no_content({"Last-Modified": http_date(entry.mtime), **origin_echo(request)})

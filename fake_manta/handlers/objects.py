@@ -19,26 +19,26 @@ from fake_manta.errors import (
     ResourceNotFound,
 )
 from fake_manta.faults import RESPONSE_CUT_KEY
-from fake_manta.handlers import directories, links
+from fake_manta.handlers import cors, directories, links
 from fake_manta.handlers.common import (
     DIR_TYPE,
     body_chunks,
     check_conditions,
     check_declared_length,
     clean_content_type,
-    config_of,
     is_put_directory,
     is_put_link,
+    md5_to_check,
     media_type,
     no_content,
     object_headers,
     parse_content_length,
-    parse_content_md5,
     parse_durability,
     store_of,
     stored_headers,
     upload_limit,
 )
+from fake_manta.handlers.cors import origin_echo
 from fake_manta.handlers.target import Target
 from fake_manta.middlewares import send_continue
 from fake_manta.models import Entry, ObjectMeta, ingest
@@ -96,7 +96,7 @@ def parse_range(value: str, size: int) -> tuple[int, int]:
 async def get_object(request: web.Request, entry: Entry) -> web.StreamResponse:
     if not _accepts(request.headers.get("Accept"), entry.content_type):
         raise NotAcceptable(f"{entry.path} accepts {entry.content_type}")
-    headers = object_headers(entry)
+    headers = object_headers(entry, request.headers.get("Origin"), request.method)
     if check_conditions(request.headers, entry, read=True):
         return web.Response(status=304, headers={"Etag": headers["Etag"],
                                                  "Last-Modified": headers["Last-Modified"]})
@@ -192,7 +192,7 @@ async def put_object(request: web.Request, target: Target) -> web.StreamResponse
     await store.check_parent(path)
     existing = await store.lookup(path)
     check_conditions(request.headers, existing, read=False)
-    expected_md5 = parse_content_md5(request.headers)
+    expected_md5 = md5_to_check(request.headers)
     durability = parse_durability(request.headers)
     limit = upload_limit(request)
     parse_content_length(request.headers)
@@ -208,14 +208,15 @@ async def put_object(request: web.Request, target: Target) -> web.StreamResponse
     )
     check_declared_length(request, limit)
     data = await ingest(store.backend, body_chunks(request), limit=limit,
-                        expected_md5=expected_md5)
+                        expected_md5=expected_md5,
+                        size_hint=parse_content_length(request.headers))
 
     def precondition(current: Entry | None) -> None:
         check_conditions(request.headers, current, read=False)
 
     entry = await store.put_object(path, target.login, data, meta, precondition)
     return no_content({"Etag": entry.etag or "", "Last-Modified": http_date(entry.mtime),
-                       "Computed-MD5": entry.content_md5})
+                       "Computed-MD5": entry.content_md5, **origin_echo(request)})
 
 
 def _is_public(path: str) -> bool:
@@ -254,10 +255,5 @@ async def delete_path(request: web.Request, target: Target) -> web.StreamRespons
 
 
 async def options_path(request: web.Request, target: Target) -> web.StreamResponse:
-    """CORS preflight: answer with the methods a storage path supports."""
-    config_of(request)
-    return web.Response(status=200, headers={
-        "Allow": "DELETE, GET, HEAD, OPTIONS, PUT",
-        "Access-Control-Allow-Methods": "DELETE, GET, HEAD, OPTIONS, PUT",
-        "Access-Control-Allow-Origin": request.headers.get("Origin", "*"),
-    })
+    """CORS preflight, granted from the stored metadata (``handlers/cors.py``)."""
+    return await cors.preflight(request, target, store_of(request))

@@ -13,7 +13,9 @@ from fake_manta.handlers.common import (
     body_chunks,
     check_declared_length,
     clean_content_type,
+    md5_to_check,
     no_content,
+    parse_content_length,
     parse_content_md5,
     read_small_json,
     store_of,
@@ -53,6 +55,8 @@ def validate_create(body: Any) -> tuple[str, dict[str, Any], int]:
     if not isinstance(object_path, str) or not object_path.startswith("/"):
         raise _invalid("objectPath is required and must be an absolute path")
     segs = [s for s in object_path.split("/") if s]
+    if any(seg in (".", "..") for seg in segs):
+        raise _invalid(f"Invalid objectPath{object_path}")  # sic: muskie's message
     if len(segs) < 3 or segs[1] not in ("stor", "public", "reports"):
         raise _invalid(f"{object_path} is not a valid object path")
     raw_headers = body.get("headers", {})
@@ -131,11 +135,12 @@ async def put_part(request: web.Request, target: Target) -> web.StreamResponse:
         if name in request.headers:
             raise MultipartUploadInvalidArgument(
                 f"upload {target.upload_id}: {name} is not allowed on a part upload")
-    expected_md5 = parse_content_md5(request.headers)
+    expected_md5 = md5_to_check(request.headers)
     limit = upload_limit(request)
     check_declared_length(request, limit)
     data = await ingest(store.backend, body_chunks(request), limit=limit,
-                        expected_md5=expected_md5)
+                        expected_md5=expected_md5,
+                        size_hint=parse_content_length(request.headers))
     meta = ObjectMeta(content_type=clean_content_type(request.headers.get("Content-Type")),
                       durability=int((upload.upload or {}).get("numCopies", 2)))
     entry = await store.put_part(upload, number, target.login, data, meta)

@@ -18,6 +18,7 @@ from typing import BinaryIO, Literal, Protocol
 
 from fake_manta.errors import ContentMD5Mismatch, MaxContentLengthExceeded
 from fake_manta.models.entry import EMPTY_MD5, Entry, EntryType
+from fake_manta.models.space import is_out_of_space, not_enough_space
 
 #: Bytes handed to a worker thread at a time: big enough that hashing and writing release the GIL
 #: for long stretches, small enough that memory stays flat.
@@ -209,6 +210,7 @@ async def ingest(
     *,
     limit: int,
     expected_md5: str | None = None,
+    size_hint: int | None = None,
 ) -> Ingested:
     """Stream ``chunks`` into a new blob, hashing on the way, never blocking the loop.
 
@@ -216,7 +218,9 @@ async def ingest(
     through a _Pipeline: one thread hashes while another writes, both consuming the socket's
     own buffers in ~1 MiB batches (no copy on the loop), while the loop keeps reading. Over
     ``limit`` bytes raises MaxContentLengthExceeded; a Content-MD5 mismatch raises
-    ContentMD5Mismatch. On any failure the partial blob is discarded.
+    ContentMD5Mismatch (an empty body too: pass None where none is to be checked). On any
+    failure the partial blob is discarded; a full disk is 507 NotEnoughSpace (muskie's message
+    names ``size_hint``, the declared length, in MB).
     """
     loop = asyncio.get_running_loop()
     md5 = hashlib.md5()  # Manta's checksum
@@ -262,15 +266,17 @@ async def ingest(
             if pipeline is not None:
                 await pipeline.finish()
         computed = b64md5(md5.digest())
-        if size and expected_md5 is not None and expected_md5 != computed:
+        if expected_md5 is not None and expected_md5 != computed:
             raise ContentMD5Mismatch(f"Content-MD5 expected {computed}, but was {expected_md5}")
         if size == 0:
             await loop.run_in_executor(None, writer.discard)
             return Ingested(None, 0, EMPTY_MD5)
         blob = await loop.run_in_executor(None, writer.commit)
         return Ingested(blob, size, computed)
-    except BaseException:
+    except BaseException as exc:
         await asyncio.shield(loop.run_in_executor(None, writer.discard))
+        if is_out_of_space(exc):
+            raise not_enough_space(size_hint if size_hint is not None else size) from exc
         raise
 
 

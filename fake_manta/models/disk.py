@@ -28,6 +28,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from fake_manta.models.backend import READ_CHUNK, ListQuery
 from fake_manta.models.entry import Entry
+from fake_manta.models.space import SpaceReserve, is_out_of_space, not_enough_space
 
 T = TypeVar("T")
 
@@ -126,6 +127,8 @@ class DiskBackend:
         #: pages takes ~0.1 s per GB, which a PUT that replaces an object need not wait for)
         self.trash_dir = self.root / "trash"
         self._unlinking: set[asyncio.Future[None]] = set()
+        #: space only a delete may use: on a full disk, deletes must still commit (space.py)
+        self.reserve = SpaceReserve(self.root)
         self._db: sqlite3.Connection | None = None
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="fake-manta-sqlite")
 
@@ -159,11 +162,22 @@ class DiskBackend:
             # NORMAL in WAL mode: commits are atomic, a crashed process loses none; only a power
             # loss may drop the last ones. FULL also syncs the WAL on every commit.
             db.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
-            db.executescript(_SCHEMA)
+            try:
+                db.executescript(_SCHEMA)
+                self._sweep_orphans(db)
+            except BaseException:
+                db.close()
+                raise
             self._db = db
-            self._sweep_orphans(db)
 
-        await self._db_call_raw(setup)
+        try:
+            await self._db_call_raw(setup)
+        except (sqlite3.Error, OSError) as exc:
+            # A full disk after a restart: SQLite cannot even recreate its -wal/-shm files.
+            if not is_out_of_space(exc) or not await self._io(self.reserve.release):
+                raise
+            await self._db_call_raw(setup)
+        await self._io(self.reserve.ensure)
 
     async def _db_call_raw(self, fn: Callable[[], None]) -> None:
         await asyncio.get_running_loop().run_in_executor(self._db_thread, fn)
@@ -209,7 +223,21 @@ class DiskBackend:
                 db.executemany("DELETE FROM entries WHERE path = ?", gone)
                 db.executemany("INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?)", rows)
 
-        await self._db_call(tx)
+        try:
+            await self._db_call(tx)
+            return
+        except (sqlite3.Error, OSError) as exc:
+            if not is_out_of_space(exc):
+                raise
+            # Deletes free space, so they may spend the reserve to commit; writes may not.
+            if not gone or not await self._io(self.reserve.release):
+                raise not_enough_space(sum(e.size for e in put)) from exc
+        try:
+            await self._db_call(tx)
+        except (sqlite3.Error, OSError) as exc:
+            if is_out_of_space(exc):
+                raise not_enough_space(0) from exc
+            raise
 
     async def count_children(self, parent: str) -> int:
         def q(db: sqlite3.Connection) -> int:
@@ -265,6 +293,8 @@ class DiskBackend:
 
     # -- bytes ------------------------------------------------------------------------------
     async def new_writer(self) -> _DiskWriter:
+        if not self.reserve.held:  # spent by a delete: take it back once there is room
+            await self._io(self.reserve.ensure)
         return await self._io(_DiskWriter, self)
 
     async def read_blob(
@@ -335,6 +365,7 @@ class DiskBackend:
         def unlink() -> None:
             for path in moved:
                 path.unlink(missing_ok=True)
+            self.reserve.ensure()
 
         if not blobs:
             return

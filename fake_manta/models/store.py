@@ -40,6 +40,9 @@ MAX_PART_NUM = 799
 UPLOAD_PREFIX_LEN = 1
 UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
+#: muskie ``PART_NUM_REGEX``: plain ASCII digits, no leading zero (``01`` and ``८`` are refused)
+PART_NUM_RE = re.compile(r"[0-9]|[1-9][0-9]{0,2}")
+
 Precondition = Callable[[Entry | None], None]
 
 
@@ -286,7 +289,7 @@ class Store:
         return body
 
     def check_part_number(self, upload: Entry, part: str) -> int:
-        if not re.fullmatch(r"\d+", part) or not 0 <= int(part) <= MAX_PART_NUM:
+        if not PART_NUM_RE.fullmatch(part) or not 0 <= int(part) <= MAX_PART_NUM:
             upload_id = (upload.upload or {}).get("id")
             raise MultipartUploadInvalidArgument(
                 f"upload {upload_id}: {part} is not a valid part number")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
-from fake_manta import FakeMantaServer
+from fake_manta import ADMIN_HEADERS, FakeMantaServer
 
 DIR_CT = "application/json; type=directory"
 
@@ -120,7 +120,7 @@ async def test_fsync_option_keeps_objects_across_restart(tmp_path: Path) -> None
     async with FakeMantaServer(data_dir=data_dir, no_auth=True, fsync=True) as srv, \
             aiohttp.ClientSession() as s:
         assert srv.config.fsync
-        async with s.get(f"{srv.url}/_fake/state") as r:
+        async with s.get(f"{srv.url}/_fake/state", headers=ADMIN_HEADERS) as r:
             assert (await r.json())["fsync"] is True
         async with s.put(f"{srv.url}/bob/stor/x", data=body) as r:
             assert r.status == 204

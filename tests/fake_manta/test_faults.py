@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from fake_manta import FakeMantaServer, ThreadedFakeManta
+from fake_manta import ADMIN_HEADERS, FakeMantaServer, ThreadedFakeManta
 from fake_manta.faults import FaultInjector
 
 DATA = bytes(range(256)) * 40  # 10240 bytes
@@ -204,28 +204,28 @@ async def test_admin_surface_adds_lists_and_clears(
 ) -> None:
     spec = {"method": "PUT", "path": r"\.zfs$", "status": 503, "code": "ServiceUnavailable",
             "times": 1}
-    async with http.post(server.url + "/_fake/faults", json=spec) as resp:
+    async with http.post(server.url + "/_fake/faults", headers=ADMIN_HEADERS, json=spec) as resp:
         assert resp.status == 201
         rule = await resp.json()
     assert rule["path"] == r"\.zfs$" and rule["hits"] == 0 and rule["remaining"] == 1
     status, error = await put(http, server, "/alice/stor/a.zfs", b"z")
     assert (status, error and error["code"]) == (503, "ServiceUnavailable")
 
-    async with http.post(server.url + "/_fake/faults",
+    async with http.post(server.url + "/_fake/faults", headers=ADMIN_HEADERS,
                          json={"path": "/b$", "cut_after": 5, "times": 3}) as resp:
         assert resp.status == 201
-    async with http.get(server.url + "/_fake/faults") as resp:
+    async with http.get(server.url + "/_fake/faults", headers=ADMIN_HEADERS) as resp:
         listed = await resp.json()
     assert [r["path"] for r in listed] == ["/b$"]  # the used-up rule is gone
 
     # Admin paths are never faulted, even by a rule matching everything.
     catch_all = server.faults.add(path=".*", status=500, times=None)
-    async with http.get(server.url + "/_fake/faults") as resp:
+    async with http.get(server.url + "/_fake/faults", headers=ADMIN_HEADERS) as resp:
         assert resp.status == 200
     assert catch_all.hits == 0
-    async with http.delete(server.url + "/_fake/faults") as resp:
+    async with http.delete(server.url + "/_fake/faults", headers=ADMIN_HEADERS) as resp:
         assert resp.status == 204
-    async with http.get(server.url + "/_fake/faults") as resp:
+    async with http.get(server.url + "/_fake/faults", headers=ADMIN_HEADERS) as resp:
         assert await resp.json() == []
     assert await put(http, server, "/alice/stor/b", b"b") == (204, None)
 
@@ -234,16 +234,17 @@ async def test_admin_surface_removes_one_rule(
     server: FakeMantaServer, http: aiohttp.ClientSession
 ) -> None:
     keep = server.faults.add(method="GET", path="/keep$", status=503, times=None)
-    async with http.post(server.url + "/_fake/faults",
+    async with http.post(server.url + "/_fake/faults", headers=ADMIN_HEADERS,
                          json={"method": "GET", "path": "/drop$", "status": 500}) as resp:
         dropped = await resp.json()
-    async with http.delete(server.url + f"/_fake/faults/{dropped['id']}") as resp:
+    one = server.url + f"/_fake/faults/{dropped['id']}"
+    async with http.delete(one, headers=ADMIN_HEADERS) as resp:
         assert resp.status == 204
-    async with http.delete(server.url + f"/_fake/faults/{dropped['id']}") as resp:
+    async with http.delete(one, headers=ADMIN_HEADERS) as resp:
         assert resp.status == 404
     assert server.faults.rules() == [keep]
     assert (await get(http, server, "/alice/stor/keep"))[0] == 503
-    async with http.get(server.url + "/_fake/faults") as resp:
+    async with http.get(server.url + "/_fake/faults", headers=ADMIN_HEADERS) as resp:
         assert [(r["id"], r["hits"], r["remaining"]) for r in await resp.json()] == [
             (keep.id, 1, None)]
 
@@ -264,7 +265,7 @@ async def test_admin_surface_rejects_bad_rules(
     server: FakeMantaServer, http: aiohttp.ClientSession, body: bytes
 ) -> None:
     async with http.post(server.url + "/_fake/faults", data=body,
-                         headers={"Content-Type": "application/json"}) as resp:
+                         headers={**ADMIN_HEADERS, "Content-Type": "application/json"}) as resp:
         assert resp.status == 400
         assert (await resp.json())["code"] == "InvalidArgumentError"
     assert server.faults.rules() == []

@@ -13,7 +13,7 @@ import aiohttp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from fake_manta import FakeMantaServer, ThreadedFakeManta
+from fake_manta import ADMIN_HEADERS, FakeMantaServer, ThreadedFakeManta
 from fake_manta.cli import banner, build_parser, configure
 
 
@@ -49,24 +49,26 @@ def test_threaded_server_lifecycle() -> None:
 
 async def test_admin_surface(manta) -> None:
     key = ssh_public_key()
-    async with manta.session.post(f"{manta.url}/_fake/accounts", json={
+    async with manta.session.post(f"{manta.url}/_fake/accounts", headers=ADMIN_HEADERS, json={
             "login": "dave", "keys": [key], "operator": True}) as r:
         assert r.status == 201
         created = await r.json()
         assert created["login"] == "dave" and len(created["keys"]) == 1
-    async with manta.session.post(f"{manta.url}/_fake/accounts", json={"login": "_x"}) as r:
+    async with manta.session.post(f"{manta.url}/_fake/accounts", headers=ADMIN_HEADERS,
+                                  json={"login": "_x"}) as r:
         assert r.status == 400
         assert (await r.json(content_type=None))["code"] == "BadRequest"
     await manta.put(f"{manta.stor}/x", b"abc")
-    async with manta.session.get(f"{manta.url}/_fake/state") as r:
+    async with manta.session.get(f"{manta.url}/_fake/state", headers=ADMIN_HEADERS) as r:
         state = await r.json()
     assert {"login": "dave", "operator": True, "keys": created["keys"],
             "users": {}} in state["accounts"]
     assert state["objects"] == 1
     assert state["backend"] in ("memory", "disk")
-    async with manta.session.post(f"{manta.url}/_fake/reset") as r:
+    async with manta.session.post(f"{manta.url}/_fake/reset", json={},
+                                  headers=ADMIN_HEADERS) as r:
         assert r.status == 204
-    async with manta.session.get(f"{manta.url}/_fake/state") as r:
+    async with manta.session.get(f"{manta.url}/_fake/state", headers=ADMIN_HEADERS) as r:
         state = await r.json()
     assert state["objects"] == 0
     assert any(a["login"] == "dave" for a in state["accounts"])
@@ -74,7 +76,7 @@ async def test_admin_surface(manta) -> None:
 
 async def test_admin_is_not_subject_to_auth() -> None:
     async with FakeMantaServer() as srv, aiohttp.ClientSession() as s:
-        async with s.get(f"{srv.url}/_fake/state") as r:
+        async with s.get(f"{srv.url}/_fake/state", headers=ADMIN_HEADERS) as r:
             assert r.status == 200
             assert (await r.json())["noAuth"] is False
 
@@ -108,7 +110,8 @@ def test_python_dash_m_serves(tmp_path: Path) -> None:
         with urllib.request.urlopen(f"{url}/erin/stor") as r:
             assert r.status == 200
             assert r.headers["Server"] == "Manta/2"
-        with urllib.request.urlopen(f"{url}/_fake/state") as r:
+        admin = urllib.request.Request(f"{url}/_fake/state", headers=ADMIN_HEADERS)
+        with urllib.request.urlopen(admin) as r:
             assert json.load(r)["backend"] == "disk"
     finally:
         proc.terminate()

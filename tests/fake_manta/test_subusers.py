@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from fake_manta import FakeMantaServer, ThreadedFakeManta
+from fake_manta import ADMIN_HEADERS, FakeMantaServer, ThreadedFakeManta
 from gateway.httpsig import RequestSigner, md5_fingerprint, ssh_public_key_line
 
 ALICE_KEY = ed25519.Ed25519PrivateKey.generate()
@@ -91,14 +91,14 @@ async def test_subuser_of_unknown_account(server: FakeMantaServer) -> None:
 async def test_admin_surface_adds_subusers(server: FakeMantaServer) -> None:
     key = ec.generate_private_key(ec.SECP384R1())
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{server.url}/_fake/users", json={
+        async with http.post(f"{server.url}/_fake/users", headers=ADMIN_HEADERS, json={
                 "login": "alice", "user": "ops", "keys": [ssh_public_key_line(key)]}) as r:
             assert r.status == 201
             assert (await r.json())["keys"] == [md5_fingerprint(key)]
-        async with http.post(f"{server.url}/_fake/users",
+        async with http.post(f"{server.url}/_fake/users", headers=ADMIN_HEADERS,
                              json={"login": "ghost", "user": "x", "keys": []}) as r:
             assert r.status == 400
-        async with http.get(f"{server.url}/_fake/state") as r:
+        async with http.get(f"{server.url}/_fake/state", headers=ADMIN_HEADERS) as r:
             state = await r.json()
     alice = next(a for a in state["accounts"] if a["login"] == "alice")
     assert set(alice["users"]) == {"ci", "dev", "ops"}
