@@ -8,7 +8,16 @@ their ratio. The client signs once per Date second (a real client signs every re
 keeps the client's signing cost out of the server's measurement), and the server verifies
 every request in full.
 
+The load generator shares the machine's cores with the server, so each measurement also
+records the server process's own CPU time (all its threads): requests per server CPU-second
+is the capacity figure that other load on a shared machine disturbs least.
+
+``--database-url postgresql://...`` puts accounts and keys in PostgreSQL instead of the
+embedded SQLite file (the schema is migrated first; ``python -m tests.support.postgres``
+starts a throwaway cluster and prints such a URL).
+
     python bench/auth_rps.py [--rounds 5] [--duration 3] [--concurrency 16] [--key rsa]
+                             [--database-url URL] [--without-key-cache]
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from gateway import httpsig
 from gateway.server.app import create_app
 from gateway.server.appkeys import ACCOUNTS, CATALOG
+from gateway.server.key_cache import key_cache_ctx
 from gateway.settings import Settings
 
 
@@ -74,15 +84,16 @@ async def _load(
             cache[date] = signer.sign("GET", path, {"Date": date})
         return cache[date]
 
-    ok = errors = 0
+    ok = errors = total = 0
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def worker(deadline: float) -> None:
-            nonlocal ok, errors
+            nonlocal ok, errors, total
             while time.monotonic() < deadline:
                 async with session.get(url + path, headers=headers()) as resp:
                     await resp.read()
+                    total += 1
                     if resp.status == 200:
                         ok += 1
                     else:
@@ -94,7 +105,7 @@ async def _load(
         start = time.monotonic()
         await asyncio.gather(*(worker(start + duration) for _ in range(concurrency)))
         elapsed = time.monotonic() - start
-    return {"rps": ok / elapsed, "ok": ok, "errors": errors, "seconds": elapsed}
+    return {"rps": ok / elapsed, "ok": ok, "errors": errors, "seconds": elapsed, "total": total}
 
 
 def loadgen_main(conn: Connection, key_pem: bytes, key_id: str) -> None:
@@ -118,20 +129,39 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
+async def migrate(url: str) -> None:
+    """Bring a PostgreSQL database to this code's schema (``cloudapi-gateway db upgrade``)."""
+    from gateway.server.database.postgres import PoolOptions, PostgresDatabase
+
+    db = await PostgresDatabase.connect(PoolOptions(url=url, pool_size=1))
+    try:
+        await db.upgrade()
+    finally:
+        await db.close()
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     key = new_key(args.key)
-    login = "bench"
+    login = f"bench{uuid.uuid4().hex[:8]}"  # unique: a shared database may hold older runs
+    database: dict[str, Any] = {}
+    if args.database_url:
+        await migrate(args.database_url)
+        database = {"url": args.database_url}
     with tempfile.TemporaryDirectory(prefix="auth-rps-") as tmp:
         port = free_port()
-        settings = Settings(data_dir=Path(tmp) / "data", host="127.0.0.1", port=port)
+        settings = Settings(
+            data_dir=Path(tmp) / "data", host="127.0.0.1", port=port, database=database
+        )
         app = create_app(settings)
+        if args.without_key_cache:  # the A/B baseline: every request asks the account store
+            app.cleanup_ctx.remove(key_cache_ctx)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()
         try:
-            account = app[ACCOUNTS].add_account(login)
-            record = app[ACCOUNTS].add_key(login, httpsig.ssh_public_key_line(key))
+            account = await app[ACCOUNTS].add_account(login)
+            record = await app[ACCOUNTS].add_key(login, httpsig.ssh_public_key_line(key))
             data = b"bench image bytes\n" * 64
             manifest = {
                 "v": 2,
@@ -188,11 +218,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                 "concurrency": args.concurrency,
                             }
                         )
+                        cpu = time.process_time()
                         row[name] = await asyncio.to_thread(parent.recv)
+                        cpu = time.process_time() - cpu
+                        row[name]["cpu_us_per_request"] = cpu / max(1, row[name]["total"]) * 1e6
                     rounds.append(row)
                     print(
                         f"round {n + 1}: ping {row['ping']['rps']:8.0f} req/s   "
                         f"signed GetImage {row['getimage']['rps']:8.0f} req/s   "
+                        f"server CPU {row['ping']['cpu_us_per_request']:.0f} / "
+                        f"{row['getimage']['cpu_us_per_request']:.0f} us per request   "
                         f"errors {row['ping']['errors'] + row['getimage']['errors']}",
                         file=sys.stderr,
                     )
@@ -203,7 +238,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await runner.cleanup()
     ping = statistics.median(r["ping"]["rps"] for r in rounds)
     get = statistics.median(r["getimage"]["rps"] for r in rounds)
+    ping_cpu = statistics.median(r["ping"]["cpu_us_per_request"] for r in rounds)
+    get_cpu = statistics.median(r["getimage"]["cpu_us_per_request"] for r in rounds)
     return {
+        "database": "postgresql" if args.database_url else "sqlite",
+        "key_cache": not args.without_key_cache,
         "key": args.key,
         "algorithm": httpsig.default_algorithm(key),
         "concurrency": args.concurrency,
@@ -212,6 +251,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "ping_rps_median": round(ping, 1),
         "signed_getimage_rps_median": round(get, 1),
         "ratio_getimage_to_ping": round(get / ping, 3) if ping else None,
+        "server_cpu_us_ping": round(ping_cpu),
+        "server_cpu_us_getimage": round(get_cpu),
+        "cpu_ratio_getimage_to_ping": round(ping_cpu / get_cpu, 3) if get_cpu else None,
         "errors": sum(r["ping"]["errors"] + r["getimage"]["errors"] for r in rounds),
         "per_round": [
             {"ping": round(r["ping"]["rps"], 1), "getimage": round(r["getimage"]["rps"], 1)}
@@ -226,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent client workers")
     parser.add_argument("--key", choices=["rsa", "ecdsa", "ed25519"], default="rsa")
+    parser.add_argument("--database-url", help="postgresql:// URL (default: embedded SQLite)")
+    parser.add_argument(
+        "--without-key-cache",
+        action="store_true",
+        help="A/B baseline: no verified-key cache (every request asks the account store)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON only")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration <= 0 or args.concurrency < 1:
@@ -236,9 +284,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(
             f"unauthenticated GET /--ping : {summary['ping_rps_median']:.0f} req/s (median)\n"
+            f"database                   : {summary['database']}\n"
             f"signed GetImage ({summary['algorithm']}): "
             f"{summary['signed_getimage_rps_median']:.0f} req/s (median)\n"
             f"ratio GetImage/Ping        : {summary['ratio_getimage_to_ping']}\n"
+            f"server CPU per request     : ping {summary['server_cpu_us_ping']} us, "
+            f"GetImage {summary['server_cpu_us_getimage']} us "
+            f"(ratio {summary['cpu_ratio_getimage_to_ping']})\n"
             f"errors                     : {summary['errors']}"
         )
     return 1 if summary["errors"] else 0

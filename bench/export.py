@@ -8,10 +8,14 @@
 (c) N concurrent exports of one image: total MB/s;
 (d) GetImage latency, median and p95, idle and while a big export runs;
 (e) ``--target s3``: a big export to a moto server vs the same multipart upload done directly
-    with aiobotocore (same part size and concurrency as the plugin's defaults).
+    with aiobotocore (same part size and concurrency as the plugin's defaults);
+(f) ``--wan``: through a long fat link (``bench/wan_proxy.py``: 25 ms each way, 4 MiB in flight
+    per connection), an export as a parallel multipart upload (the Manta target's defaults) vs
+    the same export as one streamed PUT, and ``curl -T`` through the same link (goal >= 3x).
 
-Temporary files live in a fresh directory under ``--tmp-dir`` and are removed at the end.
-``--quick`` runs small sizes in about a minute. See bench/README.md.
+Temporary files live in a fresh directory under ``--tmp-dir`` and are removed at the end; the
+free space there is checked first. ``--quick`` runs small sizes in about a minute. See
+bench/README.md.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ from gateway.httpsig import RequestSigner
 MiB = 1024 * 1024
 CHUNK = 1024 * 1024
 PYTHON = sys.executable
+GiB = 1024 * MiB
+WAN_PROXY = Path(__file__).with_name("wan_proxy.py")
 
 FAKE_MANTA_RUNNER = """
 import asyncio, inspect, json, sys
@@ -190,16 +196,23 @@ class Bench:
             "key_file": str(self.operator.path),
         }
 
-    def write_config(self, storage: dict[str, Any]) -> Path:
-        lines = [f'data_dir = "{self.gateway_dir}"', "", "[storage]"]
+    def write_config(self, storage: dict[str, Any], name: str | None = None) -> Path:
+        lines = [
+            f'data_dir = "{self.gateway_dir}"',
+            "",
+            "[metrics]",
+            'listen = ""',
+            "",
+            "[storage]",
+        ]
         lines += [f"{k} = {json.dumps(v)}" for k, v in storage.items()]
-        path = self.root / f"gateway-{storage['kind']}.toml"
+        path = self.root / f"gateway-{name or storage['kind']}.toml"
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    async def start_gateway(self, storage: dict[str, Any]) -> Proc:
+    async def start_gateway(self, storage: dict[str, Any], name: str | None = None) -> Proc:
         """``cloudapi-gateway serve`` in its own process, ready when ListImages answers."""
-        config = self.write_config(storage)
+        config = self.write_config(storage, name)
         port = free_port()
         popen = spawn(
             [
@@ -242,7 +255,7 @@ class Bench:
         from gateway.server.appkeys import CATALOG
         from gateway.settings import Settings
 
-        settings = Settings(data_dir=self.gateway_dir)
+        settings = Settings(data_dir=self.gateway_dir, metrics={"listen": ""})
         owner = await asyncio.to_thread(
             ensure_gateway_account, settings.accounts_db, "dev", self.dev
         )
@@ -291,8 +304,9 @@ class Bench:
                 raise SystemExit(f"export failed: {resp.status} {text}")
         return time.perf_counter() - start
 
-    def curl_put(self, size: int, dest: str) -> float:
-        """``curl -T`` of the same file to the same fake Manta, signed as dev; wall seconds."""
+    def curl_put(self, size: int, dest: str, base_url: str | None = None) -> float:
+        """``curl -T`` of the same file to the same fake Manta (or ``base_url``, a proxy in
+        front of it), signed as dev; wall seconds."""
         assert self.manta is not None
         headers = self.dev_signer.sign(
             "PUT",
@@ -305,7 +319,7 @@ class Bench:
         cmd = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-T", str(self.files[size])]
         for name, value in headers.items():
             cmd += ["-H", f"{name}: {value}"]
-        cmd.append(self.manta.url + dest)
+        cmd.append((base_url or self.manta.url) + dest)
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         elapsed = time.perf_counter() - start
@@ -354,12 +368,12 @@ def pct(values: list[float], q: float) -> float:
 
 @contextlib.contextmanager
 def gateway_process(
-    bench: Bench, storage: dict[str, Any]
+    bench: Bench, storage: dict[str, Any], name: str | None = None
 ) -> Iterator[Callable[[], Awaitable[Proc]]]:
     procs: list[Proc] = []
 
     async def start() -> Proc:
-        proc = await bench.start_gateway(storage)
+        proc = await bench.start_gateway(storage, name)
         procs.append(proc)
         return proc
 
@@ -373,7 +387,9 @@ def gateway_process(
 async def bench_throughput(bench: Bench, size: int, reps: int) -> None:
     """(a) gateway export vs curl -T, alternating, median of ``reps``."""
     print(f"(a) {size // MiB} MiB export vs curl -T, {reps} repetitions", flush=True)
-    with gateway_process(bench, bench.storage_config("manta")) as start:
+    # The streaming export: one PUT, as curl's (multipart is (f)'s subject).
+    storage = {**bench.storage_config("manta"), "multipart_threshold": size + 1}
+    with gateway_process(bench, storage, "one-put") as start:
         gateway = await start()
         timeout = aiohttp.ClientTimeout(total=None)
         gw, cu = [], []
@@ -394,6 +410,7 @@ async def bench_throughput(bench: Bench, size: int, reps: int) -> None:
                 cu.append(await asyncio.to_thread(bench.curl_put, size, "/dev/stor/bench-curl"))
                 curl_cpu.append(children_cpu_seconds() - c0)  # curl is the only child reaped
                 manta_cu.append(cpu_seconds(manta_pid) - m1)
+        peak = vm_hwm_kib(gateway.popen.pid)
     g, c = mbps(size, statistics.median(gw)), mbps(size, statistics.median(cu))
     gib = size / 2**30
     bench.report(
@@ -407,6 +424,7 @@ async def bench_throughput(bench: Bench, size: int, reps: int) -> None:
         f"{statistics.median(gw_cpu) / gib:.2f} | {statistics.median(curl_cpu) / gib:.2f}; "
         f"{statistics.median(manta_gw) / gib:.2f} | {statistics.median(manta_cu) / gib:.2f}",
     )
+    bench.report(f"(a) gateway VmHWM after {reps + 1} exports", f"{peak / 1024:.0f} MiB")
 
 
 async def bench_rss(bench: Bench, sizes: list[int]) -> None:
@@ -535,9 +553,11 @@ async def s3_baseline(endpoint: str, bucket: str, path: Path, size: int) -> floa
         return time.perf_counter() - start
 
 
-async def bench_s3(bench: Bench, size: int, reps: int) -> None:
-    """(e) export to moto's server vs aiobotocore directly, same server, same run."""
-    print(f"(e) {size // MiB} MiB export to S3 (moto server) vs aiobotocore", flush=True)
+@contextlib.asynccontextmanager
+async def moto_bucket(bucket: str) -> AsyncIterator[dict[str, Any]]:
+    """moto's server in its own process with ``bucket`` made: the S3 target's section."""
+    from aiobotocore.session import get_session
+
     port = free_port()
     moto = spawn(
         [PYTHON, "-c", "from moto.server import main; main()", "-p", str(port), "-H", "127.0.0.1"],
@@ -546,8 +566,6 @@ async def bench_s3(bench: Bench, size: int, reps: int) -> None:
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        from aiobotocore.session import get_session
-
         for _ in range(100):
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
                 break
@@ -559,28 +577,36 @@ async def bench_s3(bench: Bench, size: int, reps: int) -> None:
             aws_access_key_id="bench",
             aws_secret_access_key="bench",
         ) as s3:
-            await s3.create_bucket(Bucket="bench")
-        storage = bench.storage_config(
-            "s3",
-            {
-                "endpoint_url": endpoint,
-                "bucket": "bench",
-                "region": "us-east-1",
-                "access_key": "bench",
-                "secret_key": "bench",
-                "addressing_style": "path",
-            },
-        )
+            await s3.create_bucket(Bucket=bucket)
+        yield {
+            "endpoint_url": endpoint,
+            "bucket": bucket,
+            "region": "us-east-1",
+            "access_key": "bench",
+            "secret_key": "bench",
+            "addressing_style": "path",
+        }
+    finally:
+        moto.terminate()
+        moto.wait(30)
+
+
+async def bench_s3(bench: Bench, size: int, reps: int) -> None:
+    """(e) export to moto's server vs aiobotocore directly, same server, same run."""
+    print(f"(e) {size // MiB} MiB export to S3 (moto server) vs aiobotocore", flush=True)
+    async with moto_bucket("bench") as section:
+        storage = bench.storage_config("s3", section)
         gw, base = [], []
         with gateway_process(bench, storage) as start:
             gateway = await start()
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as s:
                 for _ in range(reps):
                     gw.append(await bench.export(s, gateway, size, "/dev/stor/bench-s3"))
-                    base.append(await s3_baseline(endpoint, "bench", bench.files[size], size))
-    finally:
-        moto.terminate()
-        moto.wait(30)
+                    base.append(
+                        await s3_baseline(
+                            section["endpoint_url"], "bench", bench.files[size], size
+                        )
+                    )
     g, b = mbps(size, statistics.median(gw)), mbps(size, statistics.median(base))
     bench.report(
         f"(e) gateway export to S3 {size // MiB} MiB, median MB/s", f"{g:.0f} {samples(size, gw)}"
@@ -590,6 +616,167 @@ async def bench_s3(bench: Bench, size: int, reps: int) -> None:
         f"{b:.0f} {samples(size, base)}",
     )
     bench.report("(e) ratio gateway/aiobotocore", f"{g / b:.2f}")
+
+
+@contextlib.contextmanager
+def wan_link(upstream: str, delay_ms: float, window_mib: float) -> Iterator[Proc]:
+    """``bench/wan_proxy.py`` in its own process in front of ``upstream``."""
+    popen = subprocess.Popen(
+        [
+            PYTHON,
+            str(WAN_PROXY),
+            "--upstream",
+            upstream.removeprefix("http://"),
+            "--delay-ms",
+            str(delay_ms),
+            "--window-mib",
+            str(window_mib),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    assert popen.stdout is not None
+    url = popen.stdout.readline().decode().strip()
+    proc = Proc(popen, url)
+    try:
+        if not url:
+            raise SystemExit("the WAN proxy did not start")
+        yield proc
+    finally:
+        proc.stop()
+
+
+def wan_multipart_settings(size: int) -> dict[str, int]:
+    """The Manta target's defaults (256 MiB threshold, 64 MiB parts, 4 in flight), scaled down
+    for an image smaller than the threshold (``--quick``) so that it still goes in parts."""
+    if size >= 256 * MiB:
+        return {}
+    return {"multipart_threshold": size, "part_size": min(64 * MiB, max(5 * MiB, size // 4))}
+
+
+async def bench_wan(bench: Bench, size: int, reps: int, delay_ms: float, window_mib: float) -> None:
+    """(f) through a window-limited long fat link: a parallel multipart export vs the same
+    export as one streamed PUT, and ``curl -T`` over the same link; alternating, medians."""
+    print(
+        f"(f) {size // MiB} MiB over a {2 * delay_ms:.0f} ms, {window_mib:g} MiB-window link: "
+        f"multipart vs one PUT, {reps} repetitions",
+        flush=True,
+    )
+    assert bench.manta is not None
+    with wan_link(bench.manta.url, delay_ms, window_mib) as link:
+        base = {**bench.storage_config("manta"), "url": link.url}
+        multipart = {**base, **wan_multipart_settings(size)}
+        single = {**base, "multipart_threshold": size + 1}
+        mp, one, cu = [], [], []
+        with (
+            gateway_process(bench, multipart, "wan-multipart") as start_mp,
+            gateway_process(bench, single, "wan-single") as start_one,
+        ):
+            mp_gateway, one_gateway = await start_mp(), await start_one()
+            timeout = aiohttp.ClientTimeout(total=None)
+            # CPU seconds of (gateway, link, fake Manta) during each kind of export: on a
+            # small machine the multipart side runs out of cores before it runs out of links.
+            cpu: dict[str, list[tuple[float, float, float]]] = {"mp": [], "one": []}
+
+            def cpu_now(gateway: Proc) -> tuple[float, float, float]:
+                assert bench.manta is not None
+                pids = (gateway.popen.pid, link.popen.pid, bench.manta.popen.pid)
+                return cpu_seconds(pids[0]), cpu_seconds(pids[1]), cpu_seconds(pids[2])
+
+            async def timed(kind: str, gateway: Proc, dest: str) -> float:
+                before = cpu_now(gateway)
+                seconds = await bench.export(session, gateway, size, dest)
+                after = cpu_now(gateway)
+                cpu[kind].append((after[0] - before[0], after[1] - before[1], after[2] - before[2]))
+                return seconds
+
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                for _ in range(reps):
+                    mp.append(await timed("mp", mp_gateway, "/dev/stor/wan-mp"))
+                    one.append(await timed("one", one_gateway, "/dev/stor/wan-1"))
+                    cu.append(
+                        await asyncio.to_thread(bench.curl_put, size, "/dev/stor/wan-c", link.url)
+                    )
+            peak = vm_hwm_kib(mp_gateway.popen.pid)
+            commits = await commit_seconds(bench.manta.url)
+    m, o, c = (mbps(size, statistics.median(t)) for t in (mp, one, cu))
+    bench.report(
+        f"(f) WAN multipart export {size // MiB} MiB, median MB/s", f"{m:.0f} {samples(size, mp)}"
+    )
+    bench.report(
+        f"(f) WAN one-PUT export {size // MiB} MiB, median MB/s", f"{o:.0f} {samples(size, one)}"
+    )
+    bench.report(f"(f) WAN curl -T {size // MiB} MiB, median MB/s", f"{c:.0f} {samples(size, cu)}")
+    bench.report("(f) ratio multipart/one PUT (goal >= 3)", f"{m / o:.2f}")
+    bench.report("(f) ratio multipart/curl -T", f"{m / c:.2f}")
+    bench.report("(f) multipart gateway VmHWM", f"{peak / 1024:.0f} MiB")
+    gib = size / GiB
+    for kind, name in (("mp", "multipart"), ("one", "one PUT")):
+        spent = [statistics.median(column) / gib for column in zip(*cpu[kind], strict=True)]
+        bench.report(
+            f"(f) CPU s/GiB, {name}: gateway | link | fake Manta",
+            " | ".join(f"{value:.2f}" for value in spent),
+        )
+    if commits:
+        bench.report(
+            "(f) fake Manta commit (joins the parts), median s",
+            f"{statistics.median(commits):.2f} of {statistics.median(mp):.2f}",
+        )
+
+
+async def commit_seconds(manta_url: str) -> list[float]:
+    """How long the fake Manta took over each multipart commit (its own request log)."""
+    headers = {"X-Fake-Manta-Admin": "1"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(manta_url + "/_fake/requests", headers=headers) as r,
+    ):
+        records = await r.json() if r.status == 200 else []
+    if isinstance(records, dict):
+        records = records.get("requests", [])
+    return [r["latency"] / 1000 for r in records if r.get("operation") == "CommitUpload"]
+
+
+async def run_copy_part(bench: Bench, sizes: list[int], reps: int, with_s3: bool) -> None:
+    """(g), with a moto server of its own for the S3 half."""
+    from export_copy import bench_copy  # beside this script, on sys.path when it runs
+
+    if not with_s3:
+        await bench_copy(bench, PYTHON, free_port, sizes, reps, None)
+        return
+    async with moto_bucket("bench-copy") as section:
+        await bench_copy(bench, PYTHON, free_port, sizes, reps, section)
+
+
+def disk_needed(
+    parts: set[str], images: set[int], size: int, rss: list[int], csize: int, count: int, wan: int
+) -> int:
+    """Bytes the run may hold at once: each image twice (the made file and the catalog's
+    copy), each destination object, and the parts of one multipart upload beside its object."""
+    needed = 2 * sum(images)
+    if "a" in parts:
+        needed += 3 * size
+    if "b" in parts:
+        needed += 2 * max(rss, default=0)
+    if "c" in parts:
+        needed += count * csize
+    if "d" in parts:
+        needed += 2 * size
+    if "e" in parts:
+        needed += 2 * size
+    if "f" in parts:
+        needed += 4 * wan
+    return needed + needed // 4 + GiB  # room for the rest of the machine
+
+
+def check_disk(root: Path, needed: int) -> None:
+    """Say what the run needs, and stop before it starts if the disk has less."""
+    free = shutil.disk_usage(root).free
+    print(f"disk: this run needs about {needed / GiB:.1f} GiB, {free / GiB:.1f} GiB free in {root}")
+    if free < needed:
+        raise SystemExit(
+            f"not enough free space in {root}: about {needed / GiB:.1f} GiB needed, "
+            f"{free / GiB:.1f} GiB free (choose another place with --tmp-dir)"
+        )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -603,7 +790,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rss-sizes-mib", default="1024,4096", help="(b) image sizes, comma-separated")
     p.add_argument("--concurrent", type=int, default=8, help="(c) number of exports")
     p.add_argument("--concurrent-size-mib", type=int, default=256, help="(c) image size")
-    p.add_argument("--reps", type=int, default=3, help="(a), (e) repetitions")
+    p.add_argument(
+        "--reps", type=int, default=5, help="(a), (e) repetitions; (a) needs 5 for its goal"
+    )
     p.add_argument(
         "--only",
         default=None,
@@ -615,12 +804,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="manta",
         help="s3 or both adds (e), the S3 export against moto's server",
     )
+    p.add_argument(
+        "--wan",
+        action="store_true",
+        help="add (f), multipart vs one PUT through bench/wan_proxy.py",
+    )
+    p.add_argument("--wan-size-mib", type=int, default=1024, help="(f) image size")
+    p.add_argument("--wan-reps", type=int, default=3, help="(f) repetitions")
+    p.add_argument("--wan-delay-ms", type=float, default=25.0, help="(f) one-way delay")
+    p.add_argument("--wan-window-mib", type=float, default=4.0, help="(f) in flight per link")
+    p.add_argument(
+        "--copy",
+        action="store_true",
+        help="add (g), exports from the object-store catalog: SnapLink and S3 CopyObject",
+    )
+    p.add_argument("--copy-sizes-mib", default="64,1024,4096", help="(g) image sizes")
+    p.add_argument("--copy-reps", type=int, default=5, help="(g) exports per size")
+    p.add_argument("--no-copy-s3", action="store_true", help="(g) without the moto part")
     p.add_argument("--tmp-dir", default=None, help="where temporary files go (default: $TMPDIR)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = p.parse_args(argv)
     if args.quick:
         args.size_mib, args.rss_sizes_mib = 64, "64,256"
         args.concurrent_size_mib, args.reps = 16, 2
+        args.wan_size_mib, args.wan_reps = 64, 2
+        args.copy_sizes_mib, args.copy_reps = "16,64", 3
     return args
 
 
@@ -631,21 +839,38 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, str]]:
         parts = {"manta": {"a", "b", "c", "d"}, "s3": {"e"}, "both": {"a", "b", "c", "d", "e"}}[
             args.target
         ]
-    root = Path(tempfile.mkdtemp(prefix="cloudapi-bench-", dir=args.tmp_dir))
-    bench = Bench(root, args)
+        if args.wan:
+            parts.add("f")
+        if args.copy:
+            parts.add("g")
     size = args.size_mib * MiB
     rss_sizes = [int(s) * MiB for s in args.rss_sizes_mib.split(",") if s]
     csize = args.concurrent_size_mib * MiB
+    wan_size = args.wan_size_mib * MiB
+    needed = set()
+    if parts & {"a", "d", "e"}:
+        needed.add(size)
+    if "b" in parts:
+        needed.update(rss_sizes)
+    if "c" in parts:
+        needed.add(csize)
+    if "f" in parts:
+        needed.add(wan_size)
+    copy_sizes = [int(s) * MiB for s in args.copy_sizes_mib.split(",") if s]
+    if "g" in parts:
+        needed.update(copy_sizes)
+    tmp = Path(args.tmp_dir or tempfile.gettempdir())
+    # (g): each image once more in the store per target, plus the spool of the largest import.
+    copy_needed = (3 * sum(copy_sizes) + max(copy_sizes, default=0)) if "g" in parts else 0
+    check_disk(
+        tmp,
+        disk_needed(parts, needed, size, rss_sizes, csize, args.concurrent, wan_size) + copy_needed,
+    )
+    root = Path(tempfile.mkdtemp(prefix="cloudapi-bench-", dir=args.tmp_dir))
+    bench = Bench(root, args)
     try:
-        needed = set()
-        if parts & {"a", "d", "e"}:
-            needed.add(size)
-        if "b" in parts:
-            needed.update(rss_sizes)
-        if "c" in parts:
-            needed.add(csize)
         await bench.import_images(sorted(needed))
-        if parts & {"a", "b", "c", "d"}:
+        if parts & {"a", "b", "c", "d", "f", "g"}:
             bench.start_manta()
         if "a" in parts:
             await bench_throughput(bench, size, args.reps)
@@ -657,6 +882,10 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, str]]:
             await bench_latency(bench, size)
         if "e" in parts:
             await bench_s3(bench, size, args.reps)
+        if "f" in parts:
+            await bench_wan(bench, wan_size, args.wan_reps, args.wan_delay_ms, args.wan_window_mib)
+        if "g" in parts:
+            await run_copy_part(bench, copy_sizes, args.copy_reps, not args.no_copy_s3)
     finally:
         if bench.manta is not None:
             bench.manta.stop()

@@ -14,7 +14,7 @@ gives the server process's own CPU time per request (``/proc/<pid>/stat``, user 
 the throughput that CPU time allows, ``1 / (CPU s per request)``: the server's capacity, with
 the client's share of the machine taken out.
 
-    python3 bench/logging_overhead.py [--runs 5] [--seconds 5] [--clients 16]
+    python3 bench/logging_overhead.py [--runs 5] [--seconds 5] [--clients 16] [--only ping]
 """
 
 from __future__ import annotations
@@ -96,6 +96,9 @@ async def one_run(
                         await resp.read()
                         break
                 except aiohttp.ClientConnectionError:
+                    if process.returncode is not None:
+                        tail = log.read_text(errors="replace")[-2000:]
+                        raise SystemExit(f"the gateway exited at start-up:\n{tail}") from None
                     await asyncio.sleep(0.05)
             count = 0
             deadline = time.monotonic() + seconds
@@ -113,7 +116,8 @@ async def one_run(
             elapsed, cpu = time.monotonic() - started, cpu_seconds(process.pid) - cpu
             return count / elapsed, cpu / max(count, 1)
     finally:
-        process.terminate()
+        if process.returncode is None:
+            process.terminate()
         await process.wait()
 
 
@@ -122,6 +126,9 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument(
+        "--only", choices=("ping", "ListImages"), help="measure one request (default: both)"
+    )
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-logs-") as tmp:
@@ -129,6 +136,8 @@ async def main() -> None:
         signer = make_account(workdir)
         cases = (("ping", "/--ping", None), ("ListImages", "/bench/images", signer))
         for label, path, case_signer in cases:
+            if args.only not in (None, label):
+                continue
             results: dict[str, list[float]] = {"info": [], "fatal": []}
             capacity: dict[str, list[float]] = {"info": [], "fatal": []}
             for _ in range(args.runs):

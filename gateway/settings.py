@@ -11,6 +11,7 @@ stops the start with one clear message instead of failing later inside a request
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -58,9 +59,34 @@ class Settings:
     #: Seconds a server told to stop by SIGTERM keeps serving while ``/--ready`` answers 503,
     #: so that load balancers stop sending it requests first; 0 stops at once.
     drain_seconds: float = 5.0
+    #: Seconds a connection may take to send a whole request head (request line and headers),
+    #: counted from its first byte (from the accept for a new connection); then it is closed.
+    request_head_timeout: float = 5.0
+    #: Seconds an idle connection is kept open between two requests.
+    keepalive_timeout: float = 75.0
+    #: Seconds a request body may stop arriving before the request is abandoned (408).
+    body_idle_timeout: float = 30.0
+    #: Addresses or CIDR networks of the load balancers and proxies whose ``X-Forwarded-For``
+    #: is believed: the client's address in logs is then the one they forwarded.
+    trusted_proxies: tuple[str, ...] = ()
+    #: Seconds a signed request's ``Date`` (or ``x-date``) may be away from the gateway's
+    #: clock (CloudAPI: 300). A captured request can be replayed within it (docs/security.md).
+    clock_skew: int = 300
+    #: PEM certificate chain and private key: ``serve`` speaks HTTPS (HTTP/1.1) with them and
+    #: re-reads both on SIGHUP. Both or neither; ``None``: plain HTTP (behind a TLS proxy).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     #: ``{"listen": "host:port"}``: the Prometheus listener (no auth: never the public
     #: address); ``""`` turns it off. One per instance when several run on one host.
     metrics: Mapping[str, Any] = field(default_factory=lambda: {"listen": METRICS_LISTEN})
+    #: ``[limits]``: exports per account, the slowdown of failing authentications; read and
+    #: checked by ``gateway.server.limits.Limits`` when the app is created.
+    limits: Mapping[str, Any] = field(default_factory=dict)
+    #: ``[database]``: ``url`` (``postgresql://...``) puts accounts, keys, the export journal
+    #: and image records in PostgreSQL, shared by several instances; without it each stays in
+    #: its SQLite file under ``data_dir``. Also ``pool_size``, ``statement_timeout``,
+    #: ``connect_timeout``, ``refresh_interval`` (``DATABASE_SCHEMA``).
+    database: Mapping[str, Any] = field(default_factory=dict)
     #: The directory of the config file these settings were read from (``None``: no file).
     #: Not a setting: ``load_settings`` sets it, and ``path()`` takes relative paths from it.
     config_dir: Path | None = None
@@ -84,6 +110,11 @@ class Settings:
     @property
     def journal_db(self) -> Path:
         return self.data_dir / "journal.sqlite"
+
+    @property
+    def records_db(self) -> Path:
+        """The image records that hosted catalogs (the object-store catalog) keep."""
+        return self.data_dir / "records.sqlite"
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -133,6 +164,19 @@ SCHEMA: dict[str, Any] = {
         "lease_seconds": {"type": "number", "minimum": 1},
         "sweep_interval": {"type": "number", "exclusiveMinimum": 0},
         "drain_seconds": {"type": "number", "minimum": 0},
+        "request_head_timeout": {"type": "number", "exclusiveMinimum": 0},
+        "keepalive_timeout": {"type": "number", "exclusiveMinimum": 0},
+        "body_idle_timeout": {"type": "number", "exclusiveMinimum": 0},
+        "clock_skew": {"type": "integer", "minimum": 1},
+        "tls_cert": {"type": "string", "minLength": 1, "x-must-be": "a path"},
+        "tls_key": {"type": "string", "minLength": 1, "x-must-be": "a path"},
+        "trusted_proxies": {
+            "type": "array",
+            "items": {"type": "string"},
+            "x-must-be": 'a list of IP addresses or CIDR networks (such as "10.0.0.0/8")',
+        },
+        "limits": {"type": "object"},
+        "database": {"type": "object"},
         "metrics": {
             "type": "object",
             "additionalProperties": False,
@@ -146,7 +190,25 @@ SCHEMA: dict[str, Any] = {
         },
     },
 }
-_SECTIONS = ("storage", "catalog", "metrics")
+_SECTIONS = ("storage", "catalog", "metrics", "limits", "database")
+#: ``[database]``, checked (and environment strings converted) by ``_typed``.
+DATABASE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "url": {
+            "type": "string",
+            "pattern": "^postgres(ql)?://",
+            "x-must-be": 'a "postgresql://user:password@host:port/database" URL',
+        },
+        "pool_size": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "statement_timeout": {"type": "number", "exclusiveMinimum": 0},
+        "connect_timeout": {"type": "number", "exclusiveMinimum": 0},
+        "refresh_interval": {"type": "number", "minimum": 0},
+    },
+}
+#: The one variable outside the ``SECTION__KEY`` pattern: the name operators expect.
+DATABASE_URL_ENV = ENV_PREFIX + "DATABASE_URL"
 _SCALARS = frozenset(SCHEMA["properties"]) - set(_SECTIONS)
 
 
@@ -170,17 +232,38 @@ def _read(values: Mapping[str, Any], *, from_text: bool) -> dict[str, Any]:
 def _typed(values: Mapping[str, Any], *, base: Path | None) -> dict[str, Any]:
     """Validated values as the dataclass's field types; a relative path is taken from ``base``."""
     out = dict(values)
+    for name in ("tls_cert", "tls_key"):
+        if out.get(name) is not None:
+            path = Path(out[name]).expanduser()
+            out[name] = base / path if base is not None and not path.is_absolute() else path
     if "data_dir" in out:
         path = Path(out["data_dir"]).expanduser()
         out["data_dir"] = base / path if base is not None and not path.is_absolute() else path
     if "disabled_plugins" in out:
         out["disabled_plugins"] = tuple(out["disabled_plugins"])
-    for name in ("shutdown_timeout", "lease_seconds", "sweep_interval", "drain_seconds"):
+    if "trusted_proxies" in out:
+        out["trusted_proxies"] = _proxy_networks(out["trusted_proxies"])
+    for name in (
+        "shutdown_timeout",
+        "lease_seconds",
+        "sweep_interval",
+        "drain_seconds",
+        "request_head_timeout",
+        "keepalive_timeout",
+        "body_idle_timeout",
+    ):
         if name in out:
             out[name] = float(out[name])
     for section in _SECTIONS:
         if section in out:
             out[section] = dict(out[section])
+    if "database" in out:
+        from gateway.plugin_kit.config import read_section
+
+        try:
+            out["database"] = read_section(out["database"], DATABASE_SCHEMA)
+        except ValueError as exc:
+            raise SettingsError(f"database: {exc}") from None
     if "metrics" in out:
         out["metrics"] = {"listen": METRICS_LISTEN, **out["metrics"]}
         try:
@@ -190,6 +273,17 @@ def _typed(values: Mapping[str, Any], *, base: Path | None) -> dict[str, Any]:
             must = SCHEMA["properties"]["metrics"]["properties"]["listen"]["x-must-be"]
             raise SettingsError(f"metrics.listen must be {must}, got {listen!r}") from None
     return out
+
+
+def _proxy_networks(values: list[str]) -> tuple[str, ...]:
+    """``trusted_proxies`` checked one by one: a typo must not silently trust nobody."""
+    for value in values:
+        try:
+            ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            must = SCHEMA["properties"]["trusted_proxies"]["x-must-be"]
+            raise SettingsError(f"trusted_proxies must be {must}, got {value!r}") from None
+    return tuple(value.strip() for value in values)
 
 
 def settings_from_mapping(data: Mapping[str, Any], *, base: Path | None = None) -> Settings:
@@ -207,6 +301,9 @@ def _env_values(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, dict[
     sections: dict[str, dict[str, str]] = {}
     for key, value in env.items():
         if not key.startswith(ENV_PREFIX):
+            continue
+        if key == DATABASE_URL_ENV:
+            sections.setdefault("database", {})["url"] = value
             continue
         name = key[len(ENV_PREFIX) :].lower()
         section, sep, sub = name.partition("__")

@@ -60,6 +60,8 @@ class ObjectInfo:
     etag: str | None = None
     content_type: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: Last modification, seconds since the epoch, where the store reports it (listings).
+    modified: float | None = None
 
     @property
     def is_directory(self) -> bool:
@@ -174,6 +176,12 @@ class CopyingTarget(StorageTarget, Protocol):
     Check it with ``isinstance(target, CopyingTarget)``; a target that has the method may
     still raise ``CopyUnsupported`` when the store itself refuses (Manta v2).
     """
+
+    def can_copy_from(self, source: StorageTarget) -> bool:
+        """Whether this store can copy an object of ``source`` (another configured target, or
+        this one) with ``copy_object``: the same store, reached with the same credentials.
+        A ``True`` is a promise to try; the copy itself may still raise ``CopyUnsupported``,
+        and a target remembers that answer so that later copies are refused at once."""
 
     async def copy_object(self, source: str, destination: str) -> ObjectInfo:
         """Make ``destination`` an object with ``source``'s bytes, content type and MD5.

@@ -9,6 +9,15 @@ import pytest
 
 import gateway.settings
 
+# The database engines: a session PostgreSQL cluster, a fresh database per test, and the
+# ``database`` parameter ({} for SQLite, {"url": ...}) the engine-parametrized suites request.
+from tests.support.postgres import (  # noqa: F401 - fixtures
+    database,
+    postgres_cluster,
+    postgres_url,
+)
+from tests.support.postgres import report_header as postgres_report_header
+
 # One moto server per session, shared by the contract and export suites (reset per test).
 from tests.support.storage_targets import moto_s3  # noqa: F401 - fixture
 
@@ -25,9 +34,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     """Say up front whether the Node.js client conformance tests can run here."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node and npm:
-        return [f"Node.js clients: node at {node}, npm at {npm}"]
+        return [f"Node.js clients: node at {node}, npm at {npm}", *postgres_report_header()]
     where = "CI=true: they will FAIL" if os.environ.get("CI") == "true" else "they will be SKIPPED"
-    return [f"NOTICE: node/npm not found; the Node.js client conformance tests ({where})"]
+    return [
+        f"NOTICE: node/npm not found; the Node.js client conformance tests ({where})",
+        *postgres_report_header(),
+    ]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,18 +1,21 @@
-"""``cloudapi-gateway accounts ...`` and ``keys ...``: manage the embedded account store.
+"""``cloudapi-gateway accounts ...`` and ``keys ...``: manage the account store.
 
 ``register(subparsers)`` adds both command groups to the main CLI. Each leaf command sets
 ``func(args) -> int`` (the exit status). The store is the one the server uses
-(``settings.accounts_db``, under ``--data-dir`` or the config file's ``data_dir``); writes are
-seen by a running server at once, no restart needed. The read-only ``list`` commands never
+(``settings.accounts_db``, under ``--data-dir`` or the config file's ``data_dir``, or the
+PostgreSQL database of ``[database] url``); writes are seen by every running server within
+its ``[database] refresh_interval``, no restart needed. The read-only ``list`` commands never
 create anything: a data dir that does not exist is an error, a missing database an empty one.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,45 +39,79 @@ def existing_data_dir(settings: Settings) -> None:
         )
 
 
-def _open_store(args: argparse.Namespace, *, read_only: bool = False) -> AccountStore:
-    """The store named by the settings that ``--config``/``--data-dir``/env select.
+@asynccontextmanager
+async def account_store(
+    settings: Settings, *, read_only: bool = False
+) -> AsyncIterator[AccountStore]:
+    """The store the server of ``settings`` uses: the SQLite file under the data dir, or
+    ``[database] url``'s PostgreSQL database. Database failures inside become ``CliError``.
 
-    ``read_only``: the data dir must exist, and a missing database is an empty store that
-    leaves no file behind (an in-memory one).
+    ``read_only`` (SQLite): the data dir must exist, and a missing database is an empty store
+    that leaves no file behind (an in-memory one).
     """
     from gateway.server.accounts import AccountStore
+    from gateway.server.database import DatabaseError, DatabaseOptions, Databases
 
-    try:
-        settings = load_settings(
-            getattr(args, "config", None), overrides={"data_dir": getattr(args, "data_dir", None)}
-        )
-    except SettingsError as e:
-        raise CliError(str(e)) from None
+    if DatabaseOptions.of(settings).url is not None:
+        try:
+            databases = await Databases.open(settings, ("accounts",))
+        except DatabaseError as e:
+            raise CliError(f"cannot open the account store: {e}") from None
+        try:
+            yield AccountStore(databases["accounts"])
+        except DatabaseError as e:
+            raise CliError(str(e)) from None
+        finally:
+            await databases.close()
+        return
     path: Path | str = settings.accounts_db
     if read_only:
         existing_data_dir(settings)
         if not settings.accounts_db.exists():
             path = ":memory:"
     try:
-        return AccountStore(path)
-    except Exception as e:  # sqlite3 and OS errors: say which file
+        store = AccountStore(path)
+    except Exception as e:  # database and OS errors: say which file
         raise CliError(f"cannot open the account store {settings.accounts_db}: {e}") from None
+    try:
+        yield store
+    except DatabaseError as e:
+        raise CliError(f"{settings.accounts_db}: {e}") from None
+    finally:
+        await store.close()
+
+
+@asynccontextmanager
+async def _opened_store(
+    args: argparse.Namespace, *, read_only: bool = False
+) -> AsyncIterator[AccountStore]:
+    """``account_store`` for the settings that ``--config``/``--data-dir``/env select."""
+    try:
+        settings = load_settings(
+            getattr(args, "config", None), overrides={"data_dir": getattr(args, "data_dir", None)}
+        )
+    except SettingsError as e:
+        raise CliError(str(e)) from None
+    async with account_store(settings, read_only=read_only) as store:
+        yield store
 
 
 def _run(
-    action: Callable[[AccountStore, argparse.Namespace], None], *, read_only: bool = False
+    action: Callable[[AccountStore, argparse.Namespace], Awaitable[None]],
+    *,
+    read_only: bool = False,
 ) -> Handler:
     """Wrap a command: open the store, turn refusals into a message and exit status 1."""
+
+    async def run(args: argparse.Namespace) -> None:
+        async with _opened_store(args, read_only=read_only) as store:
+            await action(store, args)
 
     def handler(args: argparse.Namespace) -> int:
         from gateway.server.accounts import AccountError
 
         try:
-            store = _open_store(args, read_only=read_only)
-            try:
-                action(store, args)
-            finally:
-                store.close()
+            asyncio.run(run(args))
         except (CliError, AccountError) as e:
             print(f"cloudapi-gateway: error: {e}", file=sys.stderr)
             return 1
@@ -104,13 +141,13 @@ def _key_json(key: KeyRecord) -> dict[str, Any]:
 # --- accounts -------------------------------------------------------------------------------
 
 
-def _accounts_add(store: AccountStore, args: argparse.Namespace) -> None:
-    account = store.add_account(args.login, uuid=args.uuid)
+async def _accounts_add(store: AccountStore, args: argparse.Namespace) -> None:
+    account = await store.add_account(args.login, uuid=args.uuid)
     print(f"Created account {account.login} ({account.uuid})")
 
 
-def _accounts_list(store: AccountStore, args: argparse.Namespace) -> None:
-    accounts = store.list_accounts()
+async def _accounts_list(store: AccountStore, args: argparse.Namespace) -> None:
+    accounts = await store.list_accounts()
     if args.json:
         for account in accounts:
             print(json.dumps(_account_json(account)))
@@ -121,9 +158,11 @@ def _accounts_list(store: AccountStore, args: argparse.Namespace) -> None:
         print(f"{a.login:<32}  {a.uuid:<36}  {state:<8}  {a.created}")
 
 
-def _accounts_set(disabled: bool) -> Callable[[AccountStore, argparse.Namespace], None]:
-    def action(store: AccountStore, args: argparse.Namespace) -> None:
-        account = store.set_disabled(args.login, disabled)
+def _accounts_set(
+    disabled: bool,
+) -> Callable[[AccountStore, argparse.Namespace], Awaitable[None]]:
+    async def action(store: AccountStore, args: argparse.Namespace) -> None:
+        account = await store.set_disabled(args.login, disabled)
         print(f"Account {account.login} is now {'disabled' if disabled else 'enabled'}")
 
     return action
@@ -150,17 +189,17 @@ def _read_key_line(path: str) -> str:
     return lines[0]
 
 
-def _keys_add(store: AccountStore, args: argparse.Namespace) -> None:
-    key = store.add_key(args.login, _read_key_line(args.pubkey_file), name=args.name)
+async def _keys_add(store: AccountStore, args: argparse.Namespace) -> None:
+    key = await store.add_key(args.login, _read_key_line(args.pubkey_file), name=args.name)
     named = key.name if key.name == key.fingerprint else f"{key.name} ({key.fingerprint})"
     print(f"Added key {named} to account {key.login}")
     print(f"keyId: /{key.login}/keys/{key.fingerprint}")
 
 
-def _keys_list(store: AccountStore, args: argparse.Namespace) -> None:
-    if store.get_account(args.login) is None:
+async def _keys_list(store: AccountStore, args: argparse.Namespace) -> None:
+    if await store.get_account(args.login) is None:
         raise CliError(f"no account with login {args.login!r}")
-    keys = store.list_keys(args.login)
+    keys = await store.list_keys(args.login)
     if args.json:
         for key in keys:
             print(json.dumps(_key_json(key)))

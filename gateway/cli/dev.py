@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 DEV_LOGIN = "dev"
 OPERATOR_LOGIN = "operator"
+#: ``--catalog``: where the demo image and every imported one live.
+CATALOG_KINDS = ("embedded", "objectstore")
+IMAGES_PREFIX = f"/{OPERATOR_LOGIN}/stor/imgapi"
 DEMO_NAME = "demo"
 DEMO_VERSION = "1.0.0"
 #: Uncompressed size of the demo image; about half of it is incompressible, so the gzip file
@@ -195,21 +198,24 @@ def demo_manifest(
 def ensure_gateway_account(accounts_db: Path, login: str, key: DevKey) -> str:
     """Create ``login`` with this key in the gateway's account store if needed; its uuid.
 
-    Runs in one thread from start to end: the store is SQLite, bound to its thread.
+    Blocking (callers run it in a thread): the store is async, so it gets a loop of its own.
     """
     from gateway.server.accounts import AccountStore
 
+    async def ensure() -> str:
+        store = AccountStore(accounts_db)
+        try:
+            account = await store.get_account(login)
+            if account is None:
+                account = await store.add_account(login)
+            if await store.find_key(login, key.fingerprint) is None:
+                await store.add_key(login, key.public_line)  # named by its fingerprint
+            return str(account.uuid)
+        finally:
+            await store.close()
+
     accounts_db.parent.mkdir(parents=True, exist_ok=True)
-    store = AccountStore(accounts_db)
-    try:
-        account = store.get_account(login)
-        if account is None:
-            account = store.add_account(login)
-        if store.find_key(login, key.fingerprint) is None:
-            store.add_key(login, key.public_line)  # named by its fingerprint: never clashes
-        return str(account.uuid)
-    finally:
-        store.close()
+    return asyncio.run(ensure())
 
 
 # --- the running pieces ------------------------------------------------------------------------
@@ -367,6 +373,7 @@ async def running(
     host: str = "127.0.0.1",
     port: int = 8080,
     manta_port: int = 8081,
+    catalog: str = "embedded",
 ) -> AsyncIterator[tuple[DevEnvironment, web.Application]]:
     """Both servers on one loop, with the dev account and the demo image; stops them on exit.
 
@@ -377,7 +384,7 @@ async def running(
 
     from fake_manta import FakeMantaServer
     from gateway.server.app import create_app
-    from gateway.settings import Settings
+    from gateway.settings import METRICS_LISTEN, Settings
 
     dev_key, operator_key, state, demo_file, sha1, size = await prepare(data_dir)
     gateway_dir = data_dir / "gateway"
@@ -406,6 +413,9 @@ async def running(
                 "user": OPERATOR_LOGIN,
                 "key_file": str(operator_key.path),
             },
+            catalog=catalog_section(catalog),
+            # --port 0 (tests, scripts): a free port for the metrics too, not the fixed 8881.
+            metrics={"listen": f"{host}:0" if port == 0 else METRICS_LISTEN},
         )
         app = create_app(settings)
         runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_timeout)
@@ -427,6 +437,14 @@ async def running(
             await runner.cleanup()
 
 
+def catalog_section(kind: str) -> dict[str, Any]:
+    """The ``[catalog]`` section for ``--catalog``: the object-store one keeps the files in the
+    fake Manta, in the operator's tree, as IMGAPI does."""
+    if kind == "objectstore":
+        return {"kind": "objectstore", "prefix": IMAGES_PREFIX}
+    return {"kind": "embedded"}
+
+
 async def run_dev(
     data_dir: Path,
     *,
@@ -435,10 +453,13 @@ async def run_dev(
     manta_port: int = 8081,
     do_smoke: bool = False,
     out: Any = None,
+    catalog: str = "embedded",
 ) -> int:
     """Start both servers, print the environment, then serve (or smoke) and stop cleanly."""
     out = out or sys.stdout
-    async with running(data_dir, host=host, port=port, manta_port=manta_port) as (env, _app):
+    async with running(
+        data_dir, host=host, port=port, manta_port=manta_port, catalog=catalog
+    ) as (env, _app):
         print("\n".join(env_lines(env)), file=out, flush=True)
         if do_smoke:
             answer = await smoke(env)
@@ -481,6 +502,7 @@ def run(args: argparse.Namespace) -> int:
                 port=args.port,
                 manta_port=args.manta_port,
                 do_smoke=args.smoke,
+                catalog=args.catalog,
             )
         )
     except (DevError, ClientError) as exc:
@@ -515,6 +537,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=8081,
         help="fake Manta port (default: %(default)s; 0: any free one)",
+    )
+    parser.add_argument(
+        "--catalog",
+        choices=CATALOG_KINDS,
+        default="embedded",
+        help="where images live: the gateway's disk (embedded, default) or the fake Manta "
+        f"under {IMAGES_PREFIX} (objectstore: exports are SnapLinks)",
     )
     parser.add_argument(
         "--smoke",

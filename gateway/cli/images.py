@@ -12,20 +12,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from gateway.catalog import CatalogError, ImageCatalog, InvalidManifest
+from gateway.cli import image_upkeep
 from gateway.cli.accounts import existing_data_dir
 from gateway.cli.common import CliError, common_options
+from gateway.server.catalog_host import CatalogAssembly, build_catalog
 from gateway.server.plugin_manager import (
     ConfigurationError,
     Hooks,
     PluginError,
     build_plugin_manager,
-    create_component,
 )
 from gateway.settings import Settings, SettingsError, load_settings
 
@@ -39,14 +42,18 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def catalog_for(settings: Settings) -> ImageCatalog:
-    """The catalog ``settings.catalog`` selects, built by the plugin that provides its kind."""
-    factories = Hooks(build_plugin_manager(settings)).provided().image_catalogs
+def catalog_for(settings: Settings, config: Mapping[str, Any] | None = None) -> CatalogAssembly:
+    """The catalog ``config`` (default ``settings.catalog``) selects, built as the server
+    builds it (``build_catalog``), with what the host lends it (records, storage)."""
+    if config is not None:
+        settings = replace(settings, catalog=config)
+    provided = Hooks(build_plugin_manager(settings)).provided()
     try:
-        catalog: ImageCatalog = create_component("catalog", settings.catalog, factories, settings)
+        return build_catalog(
+            settings, provided.image_catalogs, provided.storage_targets, export_target=None
+        )
     except ConfigurationError as exc:
         raise CliError(str(exc)) from exc
-    return catalog
 
 
 async def _read_file(path: Path) -> AsyncIterator[bytes]:
@@ -63,27 +70,22 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2))
 
 
-def _owner_logins(settings: Settings) -> dict[str, str]:
+async def _owner_logins(settings: Settings) -> dict[str, str]:
     """Account uuid -> login, read without creating the account store if it is missing."""
-    from gateway.server.accounts import AccountStore
+    from gateway.cli.accounts import account_store
+    from gateway.server.database import DatabaseOptions
 
-    if not settings.accounts_db.exists():
+    if DatabaseOptions.of(settings).url is None and not settings.accounts_db.exists():
         return {}
-    store = AccountStore(settings.accounts_db)
-    try:
-        return {a.uuid: a.login for a in store.list_accounts()}
-    finally:
-        store.close()
+    async with account_store(settings, read_only=True) as store:
+        return {a.uuid: a.login for a in await store.list_accounts()}
 
 
 async def _import(catalog: ImageCatalog, settings: Settings, args: argparse.Namespace) -> None:
-    from gateway.server.accounts import AccountStore
+    from gateway.cli.accounts import account_store
 
-    store = AccountStore(settings.accounts_db)
-    try:
-        account = store.get_account(args.owner)
-    finally:
-        store.close()
+    async with account_store(settings) as store:
+        account = await store.get_account(args.owner)
     if account is None:
         raise CliError(f"no account with login {args.owner!r} (see 'cloudapi-gateway accounts')")
     manifest_path, file_path = Path(args.manifest), Path(args.file)
@@ -108,7 +110,7 @@ async def _list(catalog: ImageCatalog, settings: Settings, args: argparse.Namesp
     if args.json:
         _print_json([dict(i.manifest) for i in images])
         return
-    logins = await asyncio.to_thread(_owner_logins, settings)
+    logins = await _owner_logins(settings)
     rows = [("UUID", "NAME", "VERSION", "TYPE", "STATE", "OWNER", "PUBLISHED")]
     for i in images:
         m = i.manifest
@@ -133,16 +135,40 @@ async def _delete(catalog: ImageCatalog, settings: Settings, args: argparse.Name
     print(f"Deleted image {args.uuid}")
 
 
+async def _migrate(catalog: ImageCatalog, settings: Settings, args: argparse.Namespace) -> None:
+    if settings.catalog.get("kind") == "embedded":
+        raise CliError(
+            "the configured catalog is the embedded one: configure the destination "
+            "(e.g. [catalog] kind = \"objectstore\") and name the embedded catalog with --from"
+        )
+    source_dir = await asyncio.to_thread(
+        lambda: Path(args.source or settings.data_dir / "images").expanduser().resolve()
+    )
+    if not await asyncio.to_thread((source_dir / "catalog.sqlite").is_file):
+        raise CliError(f"{source_dir} holds no embedded catalog (no catalog.sqlite)")
+    source_config = {"kind": "embedded", "path": str(source_dir)}
+    async with catalog_for(settings, source_config).opened() as source:
+        counts = await image_upkeep.migrate(source, catalog)
+    print(image_upkeep.migrate_summary(counts))
+    if counts["conflicting"]:
+        raise CliError("some images were not migrated (see above)")
+
+
 async def _with_catalog(command: Command, args: argparse.Namespace, read_only: bool) -> None:
     settings = _settings(args)
     if read_only:
         existing_data_dir(settings)
-    catalog = catalog_for(settings)
-    await catalog.open()
-    try:
+    async with catalog_for(settings).opened() as catalog:
         await command(catalog, settings, args)
-    finally:
-        await catalog.close()
+
+
+def _system_error(exc: OSError | sqlite3.Error) -> str:
+    """One line for a failure of the machine, not of the input (the catalog has already
+    removed what the failed command had written)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _handler(command: Command, *, read_only: bool = False) -> Callable[[argparse.Namespace], int]:
@@ -163,6 +189,9 @@ def _handler(command: Command, *, read_only: bool = False) -> Callable[[argparse
             return 1
         except (CliError, CatalogError, SettingsError, PluginError) as exc:
             print(f"cloudapi-gateway: error: {exc}", file=sys.stderr)
+            return 1
+        except (OSError, sqlite3.Error) as exc:  # a full disk, a read-only data dir...
+            print(f"cloudapi-gateway: error: {_system_error(exc)}", file=sys.stderr)
             return 1
         return 0
 
@@ -194,6 +223,18 @@ def register(subparsers: Any) -> None:
     get = sub.add_parser("get", parents=[common], help="print an image's manifest")
     get.add_argument("uuid", metavar="UUID")
     get.set_defaults(func=_handler(_get, read_only=True))
+
+    image_upkeep.add_parsers(sub, common, _handler)
+    mig = sub.add_parser(
+        "migrate",
+        parents=[common],
+        help="copy an embedded catalog's images into the configured catalog",
+        description="Copy every image of the embedded catalog at --from (default: "
+        "DATA_DIR/images) into the configured catalog (e.g. objectstore), image by image. "
+        "Safe to run again: images already there with the same file are kept.",
+    )
+    mig.add_argument("--from", dest="source", metavar="DIR", help="the embedded catalog's path")
+    mig.set_defaults(func=_handler(_migrate))
 
     delete = sub.add_parser("delete", parents=[common], help="delete an image and its file")
     delete.add_argument("uuid", metavar="UUID")

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gateway import __version__
-from gateway.cli import accounts, dev, export, images, log_options
+from gateway.cli import accounts, db, dev, export, images, log_options
 from gateway.server.plugin_manager import (
     ConfigurationError,
     PluginError,
@@ -63,10 +63,19 @@ def serve(app: web.Application, settings: Settings) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.server.app import create_app
+    from gateway.server.database import DatabaseError
+    from gateway.server.serving import ListenError
 
     settings = settings_from_args(args)
     log_options.configure(args)
-    serve(create_app(settings), settings)
+    try:
+        serve(create_app(settings), settings)
+    except ListenError as exc:  # a port in use: one line and a non-zero status
+        print(f"cloudapi-gateway: error: {exc}", file=sys.stderr)
+        return 1
+    except DatabaseError as exc:  # unreachable, or a schema this gateway cannot use
+        print(f"cloudapi-gateway: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -114,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("-j", "--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(func=_cmd_plugins)
 
-    for module in (accounts, images, dev, export):
+    for module in (accounts, images, db, dev, export):
         module.register(subparsers)
     return parser
 

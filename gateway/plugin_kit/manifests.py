@@ -1,6 +1,6 @@
-"""IMGAPI v2 manifest validation and serialization for the embedded catalog.
+"""IMGAPI v2 manifest validation and serialization, for every catalog plugin.
 
-Validation is the JSON Schema ``plugins/catalog/manifest.schema.json`` (node-imgmanifest's
+Validation is the JSON Schema ``gateway/plugin_kit/manifest.schema.json`` (node-imgmanifest's
 field rules) plus the few rules a schema cannot state. Errors come out as IMGAPI reports them:
 ``[{field, code, message}]`` with ``code`` ``MissingParameter`` or ``Invalid``.
 Serialization follows IMGAPI's ``Image.prototype.serialize`` (key order, truthiness rules), so
@@ -17,6 +17,8 @@ from importlib import resources
 from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
+
+from gateway.catalog import InvalidManifest
 
 #: The order IMGAPI validates fields in (imgmanifest.js ``fields``); errors are sorted by it.
 FIELD_ORDER = (
@@ -37,7 +39,7 @@ ManifestError = dict[str, str]
 @lru_cache(maxsize=1)
 def manifest_validator() -> Draft202012Validator:
     """The compiled schema, checked against the 2020-12 metaschema once per process."""
-    text = resources.files("plugins.catalog").joinpath("manifest.schema.json").read_text("utf-8")
+    text = resources.files("gateway.plugin_kit").joinpath("manifest.schema.json").read_text("utf-8")
     schema = json.loads(text)
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
@@ -308,3 +310,19 @@ def serialize_manifest(manifest: Mapping[str, Any]) -> dict[str, Any]:
     if out["os"] == "null":
         del out["os"]
     return out
+
+
+def invalid_manifest(errors: list[ManifestError]) -> InvalidManifest:
+    """The catalog error for ``validate_manifest``'s errors, naming the fields."""
+    fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
+    return InvalidManifest(f"invalid image manifest: {fields}", errors)
+
+
+def valid_changed_manifest(stored: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``stored`` with ``fields`` applied, validated (``InvalidManifest``) and serialized as
+    IMGAPI stores it: what UpdateImage and CloneImage store."""
+    merged = changed_manifest(stored, fields)
+    errors = validate_manifest(merged)
+    if errors:
+        raise invalid_manifest(errors)
+    return serialize_manifest(merged)

@@ -1,17 +1,18 @@
-"""Accounts and their SSH public keys, in an embedded SQLite store.
+"""Accounts and their SSH public keys, in the gateway's database (SQLite or PostgreSQL).
 
 The server reads this store on every authenticated request while ``cloudapi-gateway accounts``
-and ``keys`` may write to it from another process. Reads are served from an in-memory cache
-that is dropped whenever SQLite's ``PRAGMA data_version`` says another connection committed,
-so new accounts, keys and disabled flags are seen at once without a restart, and a request
-costs one tiny pragma query rather than several lookups.
+and ``keys`` (on this host or any other sharing the database) may write to it. Reads are
+served from an in-memory cache, dropped when the ``account_changes`` counter moved: triggers
+bump it on every write to ``accounts`` or ``keys``, whoever writes. Each instance reads the
+counter at most once per ``refresh_interval`` (SQLite: on every request; PostgreSQL: once a
+second by default), so a change made anywhere is seen everywhere within that bound, with no
+restart, and a request costs at most one tiny query.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
-import threading
+import time
 import uuid as uuidlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from gateway import httpsig
 from gateway.actions import Account
+from gateway.server.database import Database, IntegrityError
+from gateway.server.database.sqlite import SQLiteDatabase
 
 #: CloudAPI logins, as UFDS validates them (sdc-ufds ``schema/sdcperson.js``): a letter, then
 #: letters, digits, ``_``, ``.`` or ``@``; 3 to 32 long; ``local`` is reserved.
@@ -31,23 +34,6 @@ KEY_NAME_RE = re.compile(r"^[^/\s][^/]{0,127}$")
 CACHE_LIMIT = 10_000
 FINGERPRINT_RE = re.compile(r"^([0-9a-f]{2}:){15}[0-9a-f]{2}$")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (
-    uuid TEXT PRIMARY KEY,
-    login TEXT NOT NULL UNIQUE,
-    disabled INTEGER NOT NULL DEFAULT 0,
-    created TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS keys (
-    login TEXT NOT NULL REFERENCES accounts(login) ON DELETE CASCADE,
-    name TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    public_key TEXT NOT NULL,
-    created TEXT NOT NULL,
-    PRIMARY KEY (login, name),
-    UNIQUE (login, fingerprint)
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -105,54 +91,64 @@ def _now() -> str:
 
 
 class AccountStore:
-    """The embedded account store (SQLite), safe across threads and processes.
+    """Accounts and keys on a ``Database``, with the cache described above.
 
-    One connection per store guarded by a lock (calls are short); WAL mode and a busy timeout
-    let the CLI write while the server reads. Refusals raise ``AccountError`` subclasses.
+    ``AccountStore(path)`` opens (and migrates) a SQLite file of its own, which ``close``
+    closes; a store given a ``Database`` leaves closing it to the owner. Refusals raise
+    ``AccountError`` subclasses; a database that is down raises ``DatabaseUnavailable`` (503).
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            str(path), timeout=10.0, check_same_thread=False, isolation_level=None
-        )
-        self._db.execute("PRAGMA busy_timeout = 10000")
-        try:
-            self._db.execute("PRAGMA journal_mode = WAL")
-        except sqlite3.OperationalError:  # pragma: no cover - e.g. a filesystem without mmap
-            pass
-        self._db.execute("PRAGMA foreign_keys = ON")
-        self._db.executescript(SCHEMA)
-        self._version = -1
+    def __init__(self, db: Database | str | Path, *, refresh_interval: float = 0.0) -> None:
+        if isinstance(db, str | Path):
+            self.path: Path | None = Path(db)
+            self.db: Database = SQLiteDatabase.open(db, ("accounts",))
+            self._owned = True
+        else:
+            self.path = None
+            self.db = db
+            self._owned = False
+        #: Seconds between two reads of the change counter (the cross-instance bound).
+        self.refresh_interval = refresh_interval
+        self._serial: int | None = None
+        self._next_check = 0.0
+        #: Bumped by every ``_forget``: a lookup started before it must not refill the cache.
+        self._generation = 0
         self._by_login: dict[str, Account | None] = {}
         self._by_uuid: dict[str, Account | None] = {}
         self._keys: dict[str, tuple[KeyRecord, ...]] = {}
 
     # --- cache ---------------------------------------------------------------------------
 
-    def _fresh(self) -> None:
-        """Drop the caches if any connection (another process included) committed since."""
-        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+    async def _fresh(self) -> None:
+        """Drop the caches if anyone (this instance, another, the CLI) wrote since."""
         cached = len(self._by_login) + len(self._by_uuid) + len(self._keys)
-        if version != self._version or cached > CACHE_LIMIT:
-            self._version = version
+        if cached > CACHE_LIMIT:
+            self._forget()
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + self.refresh_interval
+        row = await self.db.fetchone("SELECT serial FROM account_changes WHERE id = 1")
+        serial = int(row[0]) if row else 0
+        if serial != self._serial:
+            self._serial = serial
             self._forget()
 
     def _forget(self) -> None:
+        self._generation += 1
         self._by_login.clear()
         self._by_uuid.clear()
         self._keys.clear()
 
     @staticmethod
-    def _account(row: tuple[str, str, int, str]) -> Account:
-        return Account(uuid=row[0], login=row[1], disabled=bool(row[2]), created=row[3])
+    def _account(row: tuple[object, ...]) -> Account:
+        return Account(
+            uuid=str(row[0]), login=str(row[1]), disabled=bool(row[2]), created=str(row[3])
+        )
 
     # --- accounts ------------------------------------------------------------------------
 
-    def add_account(self, login: str, uuid: str | None = None) -> Account:
+    async def add_account(self, login: str, uuid: str | None = None) -> Account:
         """Create an account; ``uuid`` defaults to a fresh one. Login and uuid must be free."""
         validate_login(login)
         if uuid is None:
@@ -163,80 +159,88 @@ class AccountStore:
             except ValueError:
                 raise InvalidUUID(f"invalid uuid {uuid!r}") from None
         account = Account(uuid=uuid, login=login, disabled=False, created=_now())
-        with self._lock:
-            try:
-                self._db.execute(
-                    "INSERT INTO accounts (uuid, login, disabled, created) VALUES (?, ?, 0, ?)",
-                    (account.uuid, account.login, account.created),
-                )
-            except sqlite3.IntegrityError:
-                taken = self._db.execute(
-                    "SELECT login FROM accounts WHERE login = ? OR uuid = ?", (login, uuid)
-                ).fetchone()
-                what = f"login {login!r}" if taken and taken[0] == login else f"uuid {uuid}"
-                raise AccountExists(f"an account with {what} already exists") from None
-            finally:
-                self._forget()
+        try:
+            await self.db.execute(
+                "INSERT INTO accounts (uuid, login, disabled, created) VALUES (?, ?, 0, ?)",
+                account.uuid,
+                account.login,
+                account.created,
+            )
+        except IntegrityError:
+            taken = await self.db.fetchone(
+                "SELECT login FROM accounts WHERE login = ? OR uuid = ?", login, uuid
+            )
+            what = f"login {login!r}" if taken and taken[0] == login else f"uuid {uuid}"
+            raise AccountExists(f"an account with {what} already exists") from None
+        finally:
+            self._forget()
         return account
 
-    def _account_of(self, login: str) -> Account | None:
-        """The cached account of ``login``; the caller holds the lock and has called ``_fresh``."""
-        if login not in self._by_login:
-            row = self._db.execute(
-                "SELECT uuid, login, disabled, created FROM accounts WHERE login = ?", (login,)
-            ).fetchone()
-            self._by_login[login] = self._account(row) if row else None
-        return self._by_login[login]
+    async def _account_of(self, login: str) -> Account | None:
+        """The cached account of ``login`` (the caller has called ``_fresh``)."""
+        if login in self._by_login:
+            return self._by_login[login]
+        generation = self._generation
+        row = await self.db.fetchone(
+            "SELECT uuid, login, disabled, created FROM accounts WHERE login = ?", login
+        )
+        account = self._account(row) if row else None
+        if generation == self._generation:
+            self._by_login[login] = account
+        return account
 
-    def get_account(self, login: str) -> Account | None:
+    async def get_account(self, login: str) -> Account | None:
         """The account with this login, or ``None`` (also for strings that are not logins)."""
         if not isinstance(login, str) or not LOGIN_RE.match(login):
             return None
-        with self._lock:
-            self._fresh()
-            return self._account_of(login)
+        await self._fresh()
+        return await self._account_of(login)
 
-    def get_account_by_uuid(self, uuid: str) -> Account | None:
+    async def get_account_by_uuid(self, uuid: str) -> Account | None:
         """The account with this uuid, or ``None`` (also for strings that are not UUIDs)."""
         try:
             uuid = str(uuidlib.UUID(str(uuid)))
         except ValueError:
             return None
-        with self._lock:
-            self._fresh()
-            if uuid not in self._by_uuid:
-                row = self._db.execute(
-                    "SELECT uuid, login, disabled, created FROM accounts WHERE uuid = ?", (uuid,)
-                ).fetchone()
-                self._by_uuid[uuid] = self._account(row) if row else None
+        await self._fresh()
+        if uuid in self._by_uuid:
             return self._by_uuid[uuid]
+        generation = self._generation
+        row = await self.db.fetchone(
+            "SELECT uuid, login, disabled, created FROM accounts WHERE uuid = ?", uuid
+        )
+        account = self._account(row) if row else None
+        if generation == self._generation:
+            self._by_uuid[uuid] = account
+        return account
 
-    def list_accounts(self) -> list[Account]:
+    async def list_accounts(self) -> list[Account]:
         """Every account, by login."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT uuid, login, disabled, created FROM accounts ORDER BY login"
-            ).fetchall()
+        rows = await self.db.fetch(
+            "SELECT uuid, login, disabled, created FROM accounts ORDER BY login"
+        )
         return [self._account(row) for row in rows]
 
-    def set_disabled(self, login: str, disabled: bool) -> Account:
+    async def set_disabled(self, login: str, disabled: bool) -> Account:
         """Disable (403 on every request) or enable an account; returns it as it now is."""
-        with self._lock:
-            try:
-                cursor = self._db.execute(
-                    "UPDATE accounts SET disabled = ? WHERE login = ?", (int(disabled), login)
-                )
-            finally:
-                self._forget()
-            if cursor.rowcount == 0:
-                raise AccountNotFound(f"no account with login {login!r}")
-        account = self.get_account(login)
-        assert account is not None
+        try:
+            changed = await self.db.execute(
+                "UPDATE accounts SET disabled = ? WHERE login = ?", int(disabled), login
+            )
+        finally:
+            self._forget()
+        if changed == 0:
+            raise AccountNotFound(f"no account with login {login!r}")
+        account = await self.get_account(login)
+        if account is None:  # deleted meanwhile by someone else
+            raise AccountNotFound(f"no account with login {login!r}")
         return account
 
     # --- keys ----------------------------------------------------------------------------
 
-    def add_key(self, login: str, public_key_line: str, name: str | None = None) -> KeyRecord:
+    async def add_key(
+        self, login: str, public_key_line: str, name: str | None = None
+    ) -> KeyRecord:
         """Add an OpenSSH public key (RSA, ECDSA or Ed25519); ``name`` defaults to its MD5
         fingerprint. Name and fingerprint must both be new for this account."""
         line = public_key_line.strip() if isinstance(public_key_line, str) else ""
@@ -254,50 +258,53 @@ class AccountStore:
                 f"invalid key name {name!r}: 1 to 128 characters, no '/', not starting blank"
             )
         record = KeyRecord(login=login, name=name, fingerprint=fingerprint, public_key=line)
-        with self._lock:
-            try:
-                if not self._db.execute(
-                    "SELECT 1 FROM accounts WHERE login = ?", (login,)
-                ).fetchone():
+        try:
+            async with self.db.transaction() as tx:
+                if not await tx.fetchone("SELECT 1 FROM accounts WHERE login = ?", login):
                     raise AccountNotFound(f"no account with login {login!r}")
-                self._db.execute(
+                await tx.execute(
                     "INSERT INTO keys (login, name, fingerprint, public_key, created)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    (login, name, fingerprint, line, _now()),
+                    login,
+                    name,
+                    fingerprint,
+                    line,
+                    _now(),
                 )
-            except sqlite3.IntegrityError:
-                row = self._db.execute(
-                    "SELECT name FROM keys WHERE login = ? AND fingerprint = ?",
-                    (login, fingerprint),
-                ).fetchone()
-                if row:
-                    raise KeyExists(
-                        f"account {login!r} already has this key ({fingerprint}) as {row[0]!r}"
-                    ) from None
-                raise KeyExists(f"account {login!r} already has a key named {name!r}") from None
-            finally:
-                self._forget()
+        except IntegrityError:
+            row = await self.db.fetchone(
+                "SELECT name FROM keys WHERE login = ? AND fingerprint = ?", login, fingerprint
+            )
+            if row:
+                raise KeyExists(
+                    f"account {login!r} already has this key ({fingerprint}) as {row[0]!r}"
+                ) from None
+            raise KeyExists(f"account {login!r} already has a key named {name!r}") from None
+        finally:
+            self._forget()
         return record
 
-    def _keys_of(self, login: str) -> tuple[KeyRecord, ...]:
-        """The cached keys of ``login``; the caller holds the lock and has called ``_fresh``."""
+    async def _keys_of(self, login: str) -> tuple[KeyRecord, ...]:
+        """The cached keys of ``login`` (the caller has called ``_fresh``)."""
         keys = self._keys.get(login)
         if keys is None:
-            rows = self._db.execute(
+            generation = self._generation
+            rows = await self.db.fetch(
                 "SELECT login, name, fingerprint, public_key FROM keys WHERE login = ?"
                 " ORDER BY created, name",
-                (login,),
-            ).fetchall()
-            keys = self._keys[login] = tuple(KeyRecord(*row) for row in rows)
+                login,
+            )
+            keys = tuple(KeyRecord(*(str(v) for v in row)) for row in rows)
+            if generation == self._generation:
+                self._keys[login] = keys
         return keys
 
-    def list_keys(self, login: str) -> list[KeyRecord]:
+    async def list_keys(self, login: str) -> list[KeyRecord]:
         """The account's keys, oldest first (empty for an unknown login)."""
         if not isinstance(login, str) or not LOGIN_RE.match(login):
             return []
-        with self._lock:
-            self._fresh()
-            return list(self._keys_of(login))
+        await self._fresh()
+        return list(await self._keys_of(login))
 
     @staticmethod
     def _match(keys: tuple[KeyRecord, ...], name_or_fingerprint: str) -> KeyRecord | None:
@@ -311,33 +318,30 @@ class AccountStore:
                 return key
         return None
 
-    def find_key(self, login: str, name_or_fingerprint: str) -> KeyRecord | None:
+    async def find_key(self, login: str, name_or_fingerprint: str) -> KeyRecord | None:
         """The key a keyId names: by MD5 fingerprint (any case, optional ``MD5:``) or name."""
         if not isinstance(login, str) or not LOGIN_RE.match(login):
             return None
-        with self._lock:
-            self._fresh()
-            return self._match(self._keys_of(login), name_or_fingerprint)
+        await self._fresh()
+        return self._match(await self._keys_of(login), name_or_fingerprint)
 
-    def credentials(
+    async def credentials(
         self, login: str, name_or_fingerprint: str
     ) -> tuple[Account | None, KeyRecord | None]:
-        """``get_account`` and ``find_key`` in one consistent read (the per-request path)."""
+        """``get_account`` and ``find_key`` after one freshness check (the per-request path)."""
         if not isinstance(login, str) or not LOGIN_RE.match(login):
             return None, None
-        with self._lock:
-            self._fresh()
-            account = self._account_of(login)
-            if account is None:
-                return None, None
-            return account, self._match(self._keys_of(login), name_or_fingerprint)
+        await self._fresh()
+        account = await self._account_of(login)
+        if account is None:
+            return None, None
+        return account, self._match(await self._keys_of(login), name_or_fingerprint)
 
-    def check(self) -> None:
-        """One trivial query (readiness); raises ``sqlite3.Error`` if the database fails it."""
-        with self._lock:
-            self._db.execute("SELECT 1 FROM accounts LIMIT 1").fetchall()
+    async def check(self) -> None:
+        """One trivial query (readiness); ``DatabaseUnavailable`` if the database fails it."""
+        await self.db.fetch("SELECT 1 FROM accounts LIMIT 1")
 
-    def close(self) -> None:
-        """Close the connection; the store cannot be used afterwards."""
-        with self._lock:
-            self._db.close()
+    async def close(self) -> None:
+        """Close the store's own SQLite file (a shared ``Database`` stays open)."""
+        if self._owned:
+            await self.db.close()

@@ -23,6 +23,8 @@ from gateway.server.appkeys import (
     ACCOUNTS,
     ACTIONS,
     CATALOG,
+    CATALOG_ASSEMBLY,
+    DATABASES,
     JOURNAL,
     METRICS,
     PLUGIN_MANAGER,
@@ -32,8 +34,13 @@ from gateway.server.appkeys import (
     SWEEPER,
     VALIDATORS,
 )
-from gateway.server.journal import SQLiteJournal
-from gateway.server.logs import audit_middleware
+from gateway.server.auth_throttle import install as install_auth_throttle
+from gateway.server.catalog_host import build_catalog
+from gateway.server.database import Databases
+from gateway.server.journal import DatabaseJournal
+from gateway.server.key_cache import key_cache_ctx
+from gateway.server.limits import install as install_limits
+from gateway.server.logs import audit_middleware, flush_ctx
 from gateway.server.metrics import Metrics
 from gateway.server.metrics_http import metrics_listener_ctx, metrics_middleware
 from gateway.server.middlewares import error_middleware, make_response_headers, version_middleware
@@ -56,25 +63,25 @@ from gateway.telemetry import use_events
 
 
 async def _accounts_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The gateway's databases (a SQLite file per store, or one PostgreSQL pool) and the
+    account store; the databases close last, after every store that uses them."""
     settings = app[SETTINGS]
-    settings.accounts_db.parent.mkdir(parents=True, exist_ok=True)
-    store = AccountStore(settings.accounts_db)
-    app[ACCOUNTS] = store
+    databases = await Databases.open(settings, ("accounts", "journal"))
+    app[DATABASES] = databases
+    app[ACCOUNTS] = AccountStore(
+        databases["accounts"], refresh_interval=databases.options.refresh()
+    )
     try:
         yield
     finally:
-        store.close()
+        await databases.close()
 
 
 async def _journal_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    settings.journal_db.parent.mkdir(parents=True, exist_ok=True)
-    journal = SQLiteJournal(settings.journal_db, lease_seconds=settings.lease_seconds)
-    app[JOURNAL] = journal
-    try:
-        yield
-    finally:
-        journal.close()
+    app[JOURNAL] = DatabaseJournal(
+        app[DATABASES]["journal"], lease_seconds=app[SETTINGS].lease_seconds
+    )
+    yield
 
 
 async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -94,12 +101,8 @@ async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _catalog_ctx(app: web.Application) -> AsyncIterator[None]:
-    catalog = app[CATALOG]
-    await catalog.open()
-    try:
+    async with app[CATALOG_ASSEMBLY].opened():
         yield
-    finally:
-        await catalog.close()
 
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -128,28 +131,36 @@ def create_app(settings: Settings, *, plugins: Iterable[object] = ()) -> web.App
             validators[name] = compile_schema(action.schema, owner=f"action {name!r} ({owner})")
         except SchemaProblem as exc:
             raise PluginError(str(exc)) from exc
-    catalog: ImageCatalog = create_component(
-        "catalog", settings.catalog, provided.image_catalogs, settings
-    )
     storage: StorageTarget | None = None
     if settings.storage:
         storage = create_component("storage", settings.storage, provided.storage_targets, settings)
+    assembly = build_catalog(
+        settings, provided.image_catalogs, provided.storage_targets, export_target=storage
+    )
+    catalog: ImageCatalog = assembly.catalog
 
     # The app reads no body itself; the action view enforces max_body_size while streaming.
     app = web.Application(
         middlewares=[metrics_middleware, audit_middleware, error_middleware, version_middleware],
         client_max_size=settings.max_body_size,
+        # Bodies arrive as sent: Content-MD5 is over those bytes (gateway.server.bodies).
+        handler_args={"auto_decompress": False},
     )
     app[SETTINGS] = settings
     app[PLUGIN_MANAGER] = pm
     app[ACTIONS] = provided.actions
     app[VALIDATORS] = validators
     app[CATALOG] = catalog
+    app[CATALOG_ASSEMBLY] = assembly
     app[STORAGE] = storage  # type: ignore[misc]  # AppKey of a union (see appkeys)
     app[METRICS] = Metrics()
     app[READINESS] = Readiness()
+    install_auth_throttle(app, install_limits(app, settings))
+    app.cleanup_ctx.append(flush_ctx)  # the last down: writes the log lines still queued
     app.cleanup_ctx.append(metrics_listener_ctx)  # first up, last down
-    app.cleanup_ctx.extend([_accounts_ctx, _journal_ctx, _catalog_ctx, _storage_ctx, _sweeper_ctx])
+    # Storage before the catalog: a catalog may keep its files in the export target.
+    app.cleanup_ctx.extend([_accounts_ctx, _journal_ctx, _storage_ctx, _catalog_ctx, _sweeper_ctx])
+    app.cleanup_ctx.append(key_cache_ctx)  # after the account store it watches
     app.on_response_prepare.append(make_response_headers(app))
 
     ping_views.add_routes(app)

@@ -10,6 +10,8 @@ from gateway.actions import Account, ImageAction
 from gateway.catalog import ImageCatalog
 from gateway.journal import Journal
 from gateway.server.accounts import AccountStore
+from gateway.server.catalog_host import CatalogAssembly
+from gateway.server.database import Databases
 from gateway.server.metrics import Metrics
 from gateway.server.readiness import Readiness
 from gateway.server.sweeper import Sweeper
@@ -22,8 +24,12 @@ ACTIONS = web.AppKey("actions", dict[str, ImageAction])
 #: Compiled parameter validators, keyed by action name (built when the app is created).
 VALIDATORS = web.AppKey("validators", dict[str, Validator])
 CATALOG = web.AppKey("catalog", ImageCatalog)
+#: The catalog with the resources the host opened for it (records, its own storage target).
+CATALOG_ASSEMBLY = web.AppKey("catalog_assembly", CatalogAssembly)
 STORAGE = web.AppKey("storage", StorageTarget | None)  # type: ignore[arg-type]
 ACCOUNTS = web.AppKey("accounts", AccountStore)
+#: The databases of the stores (``gateway.server.database``), opened with the account store.
+DATABASES = web.AppKey("databases", Databases)
 JOURNAL = web.AppKey("journal", Journal)
 #: Set while the app runs (its cleanup context starts it).
 SWEEPER = web.AppKey("sweeper", Sweeper)

@@ -33,7 +33,9 @@ from gateway.errors import (
     RequestExpired,
 )
 from gateway.server import signatures
-from gateway.server.appkeys import ACCOUNT, ACCOUNTS, METRICS
+from gateway.server.appkeys import ACCOUNT, ACCOUNTS, METRICS, SETTINGS
+from gateway.server.auth_throttle import AUTH_THROTTLE, client_address
+from gateway.server.key_cache import KEY_CACHE
 
 #: Messages, verbatim from sdc-cloudapi ``lib/auth.js`` and restify.
 DEF_401 = "You must make authenticated requests to use CloudAPI"
@@ -96,15 +98,16 @@ def _node_headers(request: web.BaseRequest) -> dict[str, str]:
     return out
 
 
-def _check_date(headers: dict[str, str], now: datetime) -> None:
-    """restify's ``dateParser``: a Date more than 300 s in the past is 400 RequestExpired."""
+def _check_date(headers: dict[str, str], now: datetime, clock_skew: int) -> None:
+    """restify's ``dateParser``: a Date more than ``clock_skew`` (300) s in the past is 400
+    RequestExpired."""
     value = headers.get("date")
     if value is None:
         return
     sent = signatures.parse_http_date(value)
     if sent is None:
         raise InvalidHeader("Date header is invalid")
-    if (now - sent).total_seconds() > signatures.CLOCK_SKEW:
+    if (now - sent).total_seconds() > clock_skew:
         raise RequestExpired(f"Date header {_echo(value)} is too old")
 
 
@@ -149,21 +152,48 @@ async def authenticate(request: web.Request) -> Account:
     """Verify the request's signature and return the caller, or raise a ``GatewayError``.
 
     Also resolves ``/my`` and refuses a ``:login`` in the path that is not the caller's.
-    The account is stored as ``request[ACCOUNT]``. Everything here is in memory or a tiny
-    SQLite read (cached), so it runs on the event loop. Each refusal is counted by its code
-    (``cloudapi_gateway_auth_failures_total``).
+    The account is stored as ``request[ACCOUNT]``. A keyId that verified recently is served
+    from ``KEY_CACHE`` without a database round trip; others are looked up in the store.
+    Each refusal is counted by its code (``cloudapi_gateway_auth_failures_total``). An
+    address that keeps failing waits its turn first (``gateway.server.auth_throttle``).
     """
+    throttle = request.config_dict.get(AUTH_THROTTLE)
+    # With no failing address on record (the usual case) nothing can wait and nothing needs
+    # forgetting: the client's address is only worked out when the throttle has a use for it.
+    checked = throttle is not None and not throttle.idle
+    address = client_address(request) if checked else None
+    if throttle is not None and checked:
+        await throttle.wait_turn(address)
     try:
-        return _authenticate(request)
+        account = await _authenticate(request)
     except GatewayError as err:
         metrics = request.config_dict.get(METRICS)
         if metrics is not None:
             metrics.auth_failure(err.code)
+        if throttle is not None and err.status == 401:
+            throttle.failed(address if checked else client_address(request))
         raise
+    if throttle is not None and not throttle.idle:
+        throttle.succeeded(address if checked else client_address(request))
+    return account
 
 
-def _authenticate(request: web.Request) -> Account:
+async def _credentials(
+    request: web.Request, login: str, key_name: str
+) -> tuple[Account, httpsig.PublicKey]:
+    """The account and parsed key a keyId names, from the account store; 401 if none."""
+    account, record = await request.config_dict[ACCOUNTS].credentials(login, key_name)
+    if account is None or record is None:
+        raise InvalidCredentials(INVALID_CREDS)
+    public = _public_key(record.public_key)
+    if public is None:
+        raise InvalidCredentials(INVALID_CREDS)
+    return account, public
+
+
+async def _authenticate(request: web.Request) -> Account:
     now = datetime.now(UTC)
+    clock_skew = request.config_dict[SETTINGS].clock_skew
     headers = _node_headers(request)
 
     # lib/authorization.js: the header must split into scheme and credentials.
@@ -182,6 +212,7 @@ def _authenticate(request: web.Request) -> Account:
                     headers=headers,
                     http_version=f"{request.version.major}.{request.version.minor}",
                     now=now,
+                    clock_skew=clock_skew,
                 )
             except signatures.SignatureHeaderError as e:
                 raise InvalidHeader(f"Authorization header invalid: {_echo(str(e))}") from None
@@ -194,7 +225,7 @@ def _authenticate(request: web.Request) -> Account:
                 raise InvalidHeader("Authorization header invalid")
 
     # restify.dateParser() runs next, whatever the scheme.
-    _check_date(headers, now)
+    _check_date(headers, now, clock_skew)
 
     # lib/auth.js signatureAuth; without a signature, assertAuthenticated's 401.
     if parsed is None:
@@ -208,18 +239,25 @@ def _authenticate(request: web.Request) -> Account:
         raise InvalidCredentials(INVALID_KEY.format(_echo(parsed.key_id)))
     login, key_name = parts[1], parts[3]
 
-    store = request.config_dict[ACCOUNTS]
-    account, record = store.credentials(login, key_name)
-    if account is None or record is None:
-        raise InvalidCredentials(INVALID_CREDS)
-    public = _public_key(record.public_key)
-    if public is None or not signatures.verify_bytes(
+    # A keyId that verified recently needs no store lookup (gateway.server.key_cache).
+    cache = request.config_dict.get(KEY_CACHE)
+    fill_stamp: int | None = None
+    cached = cache.get(parsed.key_id) if cache is not None else None
+    if cached is not None:
+        account, public = cached.account, cached.public_key
+    else:
+        fill_stamp = cache.fill_stamp() if cache is not None else None
+        account, public = await _credentials(request, login, key_name)
+
+    if not signatures.verify_bytes(
         public,
         parsed.algorithm,
         parsed.signing_string.encode("utf-8", "surrogateescape"),
         parsed.signature,
     ):
         raise InvalidCredentials(INVALID_CREDS)
+    if cache is not None and fill_stamp is not None:
+        cache.put(parsed.key_id, account, public, fill_stamp)
 
     # assertAuthenticated, then loadAccount/authorize.
     if account.disabled:

@@ -7,6 +7,7 @@ CloudAPI's ``translate`` (sdc-cloudapi ``lib/datasets.js``).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from typing import Any
 from gateway.actions import Account
 from gateway.catalog import Image, ImageCatalog
 from gateway.errors import InvalidArgument, InvalidParameter, ResourceNotFound
+from gateway.server.responses import json_bytes
 from gateway.server.versioning import LATEST_VERSION, Version, parse_version
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -53,7 +55,10 @@ async def get_visible_image(catalog: ImageCatalog, account: Account, image_id: s
     return image
 
 
+@functools.lru_cache(maxsize=64)
 def _version(api_version: str) -> Version:
+    """The version an image is rendered for; cached, as every request of a client asks the
+    same one (and the server itself only passes versions it resolved)."""
     if api_version.strip() == "*":
         return parse_version(LATEST_VERSION)
     try:
@@ -121,6 +126,40 @@ def to_cloudapi_image(image: Image, api_version: str) -> dict[str, Any]:
             continue
         obj[field] = _error_object(m[field]) if field == "error" else m[field]
     return obj
+
+
+#: Rendered GetImage bodies kept before the cache starts over (one per image and version).
+BODY_LIMIT = 4096
+
+
+class RenderedImages:
+    """GetImage bodies already encoded, per (image uuid, API version).
+
+    Rendering and encoding an image is most of GetImage's own work, and the answer depends
+    only on the manifest and the version. An entry remembers (a copy of) the manifest it was
+    made from and counts only while the catalog's manifest is equal to it, a comparison much
+    cheaper than rendering, so an image changed by anyone is rendered afresh.
+    """
+
+    def __init__(self, limit: int = BODY_LIMIT) -> None:
+        self.limit = limit
+        self._bodies: dict[tuple[str, str], tuple[Mapping[str, Any], bytes]] = {}
+
+    def body(self, image: Image, api_version: str) -> bytes:
+        """``json_bytes(to_cloudapi_image(image, api_version))``, from the cache if fresh."""
+        manifest = image.manifest
+        key = (image.uuid, api_version)
+        cached = self._bodies.get(key)
+        if cached is not None and cached[0] == manifest:
+            return cached[1]
+        body = json_bytes(to_cloudapi_image(image, api_version))
+        if len(self._bodies) >= self.limit:
+            self._bodies.clear()
+        self._bodies[key] = (dict(manifest), body)  # a copy: nobody can change it in place
+        return body
+
+    def __len__(self) -> int:
+        return len(self._bodies)
 
 
 # --- ListImages ---------------------------------------------------------------------------

@@ -1,43 +1,30 @@
-"""The intent journal (``gateway.journal.Journal``) in the gateway's SQLite database.
+"""The intent journal (``gateway.journal.Journal``) in the gateway's database.
 
 Every method is one statement, atomic on its own: an insert that the unique ``key`` refuses
 while another entry holds the destination, and updates that match the owner (and, to take an
-entry over, the expired lease) so two processes can never both own one entry. WAL mode and a
-busy timeout let several gateway processes on one host share the file. The SQL is plain enough
-that moving to PostgreSQL changes the driver and the placeholders, not the logic.
+entry over, the expired lease) so two processes can never both own one entry. The same SQL
+runs on SQLite (every process of one host sharing the file) and on PostgreSQL (every instance
+sharing the database): exports to one destination take turns across instances, and any running
+instance's sweeper repairs the export of one that died, once its lease has run out. Leases are
+on each instance's own clock, so instances sharing a database need synchronized clocks (NTP);
+the default 60 s lease leaves a wide margin.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
-import sqlite3
-import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from gateway.journal import JournalEntry, LeaseLost
+from gateway.server.database import Database, IntegrityError
+from gateway.server.database.sqlite import SQLiteDatabase
 
-T = TypeVar("T")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS journal (
-    id TEXT PRIMARY KEY,
-    action TEXT NOT NULL,
-    key TEXT NOT NULL UNIQUE,
-    state TEXT NOT NULL,
-    data TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    expires REAL NOT NULL,
-    created REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS journal_expires ON journal (expires);
-"""
 _COLUMNS = "id, action, key, state, data, owner, expires"
 
 
@@ -51,31 +38,13 @@ def _entry(row: tuple[Any, ...]) -> JournalEntry:
     return JournalEntry(id_, action, key, state, json.loads(data), owner, float(expires))
 
 
-class SQLiteJournal:
-    """The journal in one SQLite file, shared by every gateway process on the host."""
+class DatabaseJournal:
+    """The journal table of a ``Database``, shared by every process that opens it."""
 
-    def __init__(self, path: str | Path, *, lease_seconds: float, owner: str | None = None) -> None:
-        self.path = Path(path)
+    def __init__(self, db: Database, *, lease_seconds: float, owner: str | None = None) -> None:
+        self.db = db
         self.lease_seconds = lease_seconds
         self.owner = owner or process_owner()
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            str(path), timeout=10.0, check_same_thread=False, isolation_level=None
-        )
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(SCHEMA)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        def locked() -> T:
-            with self._lock:
-                return work(self._db)
-
-        return await asyncio.to_thread(locked)
 
     async def begin(
         self, action: str, key: str, state: str, data: Mapping[str, Any]
@@ -84,45 +53,29 @@ class SQLiteJournal:
         entry = JournalEntry(
             uuid.uuid4().hex, action, key, state, dict(data), self.owner, now + self.lease_seconds
         )
-
-        def insert(db: sqlite3.Connection) -> bool:
-            try:
-                db.execute(
-                    f"INSERT INTO journal ({_COLUMNS}, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        entry.id,
-                        action,
-                        key,
-                        state,
-                        json.dumps(entry.data),
-                        self.owner,
-                        entry.expires,
-                        now,
-                    ),
-                )
-            except sqlite3.IntegrityError:
-                return False
-            return True
-
-        return entry if await self._run(insert) else None
+        try:
+            await self.db.execute(
+                f"INSERT INTO journal ({_COLUMNS}, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                entry.id,
+                action,
+                key,
+                state,
+                json.dumps(entry.data),
+                self.owner,
+                entry.expires,
+                now,
+            )
+        except IntegrityError:
+            return None
+        return entry
 
     async def holder(self, key: str) -> JournalEntry | None:
-        def select(db: sqlite3.Connection) -> tuple[Any, ...] | None:
-            row: tuple[Any, ...] | None = db.execute(
-                f"SELECT {_COLUMNS} FROM journal WHERE key = ?", (key,)
-            ).fetchone()
-            return row
-
-        row = await self._run(select)
+        row = await self.db.fetchone(f"SELECT {_COLUMNS} FROM journal WHERE key = ?", key)
         return None if row is None else _entry(row)
 
     async def _owned_update(self, entry: JournalEntry, sql: str, args: tuple[Any, ...]) -> None:
         """Run an UPDATE/DELETE ending in ``WHERE id = ? AND owner = ?``; LeaseLost if no row."""
-
-        def change(db: sqlite3.Connection) -> int:
-            return db.execute(sql, (*args, entry.id, self.owner)).rowcount
-
-        if await self._run(change) != 1:
+        if await self.db.execute(sql, *args, entry.id, self.owner) != 1:
             raise LeaseLost(f"journal entry {entry.id} is no longer owned by {self.owner}")
 
     async def update(
@@ -158,26 +111,34 @@ class SQLiteJournal:
     async def take_over(self, entry: JournalEntry) -> JournalEntry | None:
         now = time.time()
         expires = now + self.lease_seconds
-
-        def claim(db: sqlite3.Connection) -> int:
-            return db.execute(
-                "UPDATE journal SET owner = ?, expires = ?"
-                " WHERE id = ? AND owner = ? AND expires < ?",
-                (self.owner, expires, entry.id, entry.owner, now),
-            ).rowcount
-
-        if await self._run(claim) != 1:
+        claimed = await self.db.execute(
+            "UPDATE journal SET owner = ?, expires = ? WHERE id = ? AND owner = ? AND expires < ?",
+            self.owner,
+            expires,
+            entry.id,
+            entry.owner,
+            now,
+        )
+        if claimed != 1:
             return None
         return JournalEntry(
             entry.id, entry.action, entry.key, entry.state, entry.data, self.owner, expires
         )
 
     async def expired(self) -> list[JournalEntry]:
-        now = time.time()
+        rows = await self.db.fetch(
+            f"SELECT {_COLUMNS} FROM journal WHERE expires < ? ORDER BY created", time.time()
+        )
+        return [_entry(row) for row in rows]
 
-        def select(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            return db.execute(
-                f"SELECT {_COLUMNS} FROM journal WHERE expires < ? ORDER BY created", (now,)
-            ).fetchall()
 
-        return [_entry(row) for row in await self._run(select)]
+class SQLiteJournal(DatabaseJournal):
+    """The journal in a SQLite file of its own (opened and migrated here; ``close`` closes it)."""
+
+    def __init__(self, path: str | Path, *, lease_seconds: float, owner: str | None = None) -> None:
+        self.path = Path(path)
+        self._sqlite = SQLiteDatabase.open(path, ("journal",))
+        super().__init__(self._sqlite, lease_seconds=lease_seconds, owner=owner)
+
+    def close(self) -> None:
+        self._sqlite.close_now()

@@ -9,6 +9,14 @@ middleware sets); ``audit_middleware`` writes one record per request, shaped lik
 audit logger (``audit: true``, ``route`` with CloudAPI's operation name, ``req``, ``res``,
 ``latency``).
 
+The audit record is written once per request, so it skips logging's machinery when it can
+(``write_audit``): nothing is built when the level leaves it out; otherwise, when the handler
+``configure`` installed writes JSON, the record's fields (``AuditRecord``) are written as JSON
+directly, after a prefix encoded once (``name``, ``hostname``, ``pid``, ``component``), into
+that handler's queue (``LineHandler``: one write per loop iteration). A ``LogRecord`` is made
+only for other handlers, when there are any (pytest's capture, a collector an embedding
+program adds). The line is exactly the one ``BunyanFormatter`` writes for the same record.
+
 Secrets stay out: the audit record names no header, and the libraries that log request
 headers at DEBUG (botocore's signed requests) are held at INFO whatever the level.
 """
@@ -18,28 +26,34 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
-import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
 from typing import IO, Any, Literal
 
-from aiohttp import web
+from aiohttp import HttpVersion10, HttpVersion11, web
 from pythonjsonlogger.json import JsonFormatter
 
 from gateway import telemetry
 from gateway.server.appkeys import ACCOUNT, IMAGE_ACTION, REQUEST_ID
+from gateway.server.audit_record import AuditRecord
+from gateway.server.client_address import client_address
+from gateway.server.log_stream import LineHandler
 
 __all__ = [
     "LEVELS",
     "BunyanFormatter",
+    "LineHandler",
     "RequestIdFilter",
     "TextFormatter",
     "audit_middleware",
     "bunyan_level",
     "configure",
+    "flush_ctx",
     "quiet_libraries",
     "route_name",
 ]
@@ -71,6 +85,8 @@ NOISY_LIBRARIES = ("botocore", "aiobotocore", "boto3", "s3transfer", "urllib3")
 ACCESS_LOGGER = "aiohttp.access"
 
 audit_log = logging.getLogger("gateway.audit")
+_PARENT = logging.getLogger("gateway")
+_ROOT = logging.getLogger()
 
 
 def bunyan_level(levelno: int) -> int:
@@ -88,16 +104,30 @@ def bunyan_level(levelno: int) -> int:
     return 10
 
 
-_second: list[Any] = [None, ""]  # (whole second, its formatted prefix): strftime is slow
+#: (whole second, its text up to the dot): strftime is slow. One tuple, swapped whole, so
+#: that threads never read the second of one call with the text of another.
+_second: tuple[int, str] = (-1, "")
+#: (millisecond, its text): a busy server writes many records in the same millisecond.
+_millisecond: tuple[int, str] = (-1, "")
 
 
 def _iso_time(created: float) -> str:
     """``2024-05-01T12:00:00.123Z``: ISO 8601, UTC, milliseconds (what bunyan writes)."""
-    whole = int(created)
-    if _second[0] != whole:
-        prefix = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-        _second[0], _second[1] = whole, prefix
-    return f"{_second[1]}{int((created - whole) * 1000):03d}Z"
+    global _second, _millisecond
+    ms = int(created * 1000)
+    last = _millisecond
+    if last[0] == ms:
+        return last[1]
+    whole, fraction = divmod(ms, 1000)
+    second = _second
+    if second[0] != whole:
+        second = _second = (
+            whole,
+            datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S."),
+        )
+    text = f"{second[1]}{fraction:03d}Z"
+    _millisecond = (ms, text)
+    return text
 
 
 class RequestIdFilter(logging.Filter):
@@ -124,6 +154,23 @@ def _compact_json(data: Any, **kwargs: Any) -> str:
     return json.dumps(data, separators=(",", ":"), **kwargs)
 
 
+#: ``bunyan_level`` of Python's named levels, looked up.
+_BUNYAN_LEVELS = {
+    level: bunyan_level(level)
+    for level in (
+        TRACE,
+        logging.DEBUG,
+        logging.INFO,
+        logging.WARNING,
+        logging.ERROR,
+        logging.CRITICAL,
+    )
+}
+#: This process's id, kept (``os.getpid`` is a system call) and renewed in a forked child.
+_PID = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+
+
 class BunyanFormatter(JsonFormatter):
     """One bunyan record: ``name``, ``hostname``, ``pid``, ``component``, ``level``, the
     record's extra fields, ``msg``, ``time``, ``v``. An exception becomes bunyan's ``err``
@@ -140,6 +187,24 @@ class BunyanFormatter(JsonFormatter):
         )
         self.service = name
         self.hostname = socket.gethostname()
+        self._prefixes: dict[tuple[str, int], str] = {}
+
+    def line(self, component: str, levelno: int, members: str, msg: str) -> str:
+        """What ``format`` writes for a record of logger ``component`` logged now, whose
+        extra fields are ``members`` (their JSON, without braces; none of bunyan's names):
+        without a ``LogRecord``, after a prefix encoded once."""
+        pid = _PID[0]
+        prefix = self._prefixes.get((component, pid))
+        if prefix is None:
+            core = {"name": self.service, "hostname": self.hostname, "pid": pid}
+            core["component"] = component
+            prefix = _compact_json(core)[:-1] + ',"level":'
+            self._prefixes[(component, pid)] = prefix
+        level = _BUNYAN_LEVELS.get(levelno) or bunyan_level(levelno)
+        return (
+            f"{prefix}{level},{members}{',' if members else ''}"
+            f'"msg":{encode_basestring_ascii(msg)},"time":"{_iso_time(time.time())}","v":0}}'
+        )
 
     def add_fields(
         self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
@@ -189,21 +254,8 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-_INSTALLED: list[logging.Handler] = []
-
-
-class CurrentStderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at each record, as logging's last resort does:
-    a handler that kept the stream of its first call would write to a closed one once that is
-    replaced (pytest's capture, a daemon's redirection)."""
-
-    @property
-    def stream(self) -> IO[str]:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: IO[str]) -> None:  # StreamHandler.__init__ assigns it
-        pass
+#: The handler ``configure`` installed (at most one).
+_INSTALLED: list[LineHandler] = []
 
 
 def quiet_libraries(level: int = logging.NOTSET) -> None:
@@ -231,18 +283,27 @@ def configure(
     logging.logProcesses = True  # ``pid`` is a bunyan field
     logging.logMultiprocessing = False
     logging._srcfile = None  # documented there too
-    handler = logging.StreamHandler(stream) if stream is not None else CurrentStderrHandler()
+    handler = LineHandler(stream)
     handler.setFormatter(BunyanFormatter(name) if log_format == "json" else TextFormatter())
     handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     while _INSTALLED:
-        root.removeHandler(_INSTALLED.pop())
+        previous = _INSTALLED.pop()
+        root.removeHandler(previous)
+        previous.close()  # writes what it still holds
     root.addHandler(handler)
     _INSTALLED.append(handler)
     root.setLevel(numeric)
     quiet_libraries(numeric)
     logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING)  # the audit record replaces it
     return handler
+
+
+async def flush_ctx(app: web.Application) -> AsyncIterator[None]:
+    """A ``cleanup_ctx`` step: when the app stops, write the log lines still queued."""
+    yield
+    for handler in _INSTALLED:
+        handler.flush()
 
 
 # --- the audit record ---------------------------------------------------------------------------
@@ -306,44 +367,87 @@ def _audit(
     status: int,
     started: float,
 ) -> None:
-    latency = int((time.monotonic() - started) * 1000)
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    port = peer[1] if isinstance(peer, tuple) and len(peer) >= 2 else None
-    account = request.get(ACCOUNT)
-    route = route_name(request)
-    url = request.rel_url.raw_path_qs
-    record: dict[str, Any] = {
-        "audit": True,
-        "req_id": request.get(REQUEST_ID),
-        "route": route,
-        "req": {
-            "method": request.method,
-            "url": url,
-            "httpVersion": f"{request.version.major}.{request.version.minor}",
-            "remoteAddress": request.remote,
-            "remotePort": port,
-        },
-        "res": {"statusCode": status},
-        "latency": latency,
-        "account": account.login if account is not None else None,
-        "bytesIn": int(getattr(request.content, "total_bytes", 0) or 0),
-        "bytesOut": _bytes_out(request, response),
-    }
-    if status >= 400:
-        error = _error_of(response)
-        if error is not None:
-            record["err"] = error
     # restify's audit logger warns on 5xx (so that 5xx stand out when filtering by level).
-    audit_log.log(
-        logging.WARNING if status >= 500 else logging.INFO,
-        "handled: %d %s %s (%s, %d ms)",
-        status,
-        request.method,
+    levelno = logging.WARNING if status >= 500 else logging.INFO
+    if not audit_log.isEnabledFor(levelno):
+        return
+    latency = int((time.monotonic() - started) * 1000)
+    # The connection's peer, which aiohttp keeps per connection (not the transport's look-up).
+    peer = request.protocol.peername
+    port = peer[1] if isinstance(peer, tuple) and len(peer) >= 2 else None
+    try:  # the error middleware sets it first thing; ``get`` is a slower Mapping method
+        request_id: str | None = request[REQUEST_ID]
+    except KeyError:
+        request_id = None
+    try:
+        login: str | None = request[ACCOUNT].login
+    except KeyError:
+        login = None
+    route = route_name(request)
+    method = request.method
+    url = request.rel_url.raw_path_qs
+    version = request.version
+    # Positional: a NamedTuple's keyword arguments cost a microsecond a request.
+    record = AuditRecord(
+        request_id,
+        route,
+        method,
         url,
-        route or "no route",
+        _HTTP_VERSIONS.get(version) or f"{version.major}.{version.minor}",
+        client_address(request),
+        port,
+        status,
         latency,
-        extra=record,
+        login,
+        int(getattr(request.content, "total_bytes", 0) or 0),
+        _bytes_out(request, response),
+        _error_of(response) if status >= 400 else None,
     )
+    msg = f"handled: {status} {method} {url} ({route or 'no route'}, {latency} ms)"
+    write_audit(levelno, msg, record)
+
+
+#: ``request.version`` as the audit record writes it.
+_HTTP_VERSIONS = {HttpVersion11: "1.1", HttpVersion10: "1.0"}
+
+
+def write_audit(levelno: int, msg: str, audit: AuditRecord) -> None:
+    """Log ``audit`` at ``levelno``: straight into the JSON handler ``configure`` installed
+    when the record reaches it, as a ``LogRecord`` for every other handler."""
+    ours = _INSTALLED[0] if _INSTALLED else None
+    root = _ROOT
+    if not audit_log.handlers and not _PARENT.handlers and root.handlers == [ours]:
+        # The usual case (``serve``): only ours, on the root logger.
+        reached = audit_log.propagate and _PARENT.propagate
+        others = False
+    else:
+        reached = others = False
+        logger: logging.Logger | None = audit_log
+        while logger is not None:  # the handlers a LogRecord reaches (Logger.callHandlers)
+            for handler in logger.handlers:
+                if handler is ours:
+                    reached = True
+                else:
+                    others = True
+            logger = logger.parent if logger.propagate else None
+    formatter = ours.formatter if ours is not None else None
+    if not (
+        reached
+        and ours is not None
+        and isinstance(formatter, BunyanFormatter)
+        and levelno >= ours.level
+    ):
+        audit_log.log(levelno, "%s", msg, extra=audit.fields())
+        return
+    ours.write_line(formatter.line(audit_log.name, levelno, audit.json_members(), msg) + "\n")
+    if others:
+        fields = audit.fields()
+        record = audit_log.makeRecord(audit_log.name, levelno, "", 0, msg, (), None, extra=fields)
+        ours.written = record
+        try:
+            audit_log.handle(record)
+        finally:
+            ours.written = None
 
 
 @web.middleware

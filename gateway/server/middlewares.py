@@ -21,7 +21,9 @@ from aiohttp import web
 
 from gateway import __version__, telemetry
 from gateway.errors import GatewayError, InvalidVersion
+from gateway.server.accept import NOT_ACCEPTABLE_MESSAGE, NotAcceptable, acceptable
 from gateway.server.appkeys import API_VERSION, REQUEST_ID, START_TIME
+from gateway.server.request_ids import choose_request_id
 from gateway.server.responses import error_response, json_response
 from gateway.server.versioning import LATEST_VERSION, max_satisfying, requested_range
 
@@ -36,7 +38,6 @@ ALLOW_HEADERS = (
 )
 EXPOSE_HEADERS = "Api-Version, Request-Id, Response-Time"
 _METHOD_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 #: restify codes for aiohttp's own HTTP exceptions (router misses, size limits, ...).
 _HTTP_CODES = {
@@ -44,19 +45,12 @@ _HTTP_CODES = {
     401: "InvalidCredentials",
     403: "NotAuthorized",
     404: "ResourceNotFound",
-    405: "BadMethod",
-    406: "WrongAccept",
+    405: "MethodNotAllowedError",  # restify 4's router: an HttpError, named by status text
+    406: "NotAcceptableError",
     409: "InvalidArgument",
     413: "RequestTooLarge",
     415: "UnsupportedMediaType",
 }
-
-
-def _client_request_id(request: web.Request) -> str:
-    given = request.headers.get("X-Request-Id", "").strip()
-    if given and _CLIENT_REQUEST_ID.match(given):
-        return given
-    return str(uuid.uuid4())
 
 
 def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Response:
@@ -79,7 +73,7 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Re
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every failure into CloudAPI's JSON error; unknown ones into a bare 500."""
     request[START_TIME] = time.monotonic()
-    request[REQUEST_ID] = _client_request_id(request)
+    request[REQUEST_ID] = choose_request_id(request.headers)
     # Every record logged while handling it carries the id (gateway.server.logs), and storage
     # plugins send it on (x-request-id).
     token = telemetry.request_id.set(request[REQUEST_ID])
@@ -107,7 +101,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def version_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Serve at the highest supported version the client's range admits; else 400."""
+    """Serve at the highest supported version the client's range admits, else 400; then refuse
+    an ``Accept`` that admits no JSON nor restify's other types (406), as restify's router
+    and ``acceptParser`` do, before any handler (and so before authentication)."""
     wanted = requested_range(request.headers) or "*"
     served = max_satisfying(wanted)
     if served is not None:
@@ -115,6 +111,10 @@ async def version_middleware(request: web.Request, handler: Handler) -> web.Stre
     elif request.match_info.http_exception is None:
         # Only routes that exist answer InvalidVersion; unknown paths stay 404/405.
         raise InvalidVersion(f"{wanted} is not supported by {request.method} {request.path}")
+    if request.match_info.http_exception is None:
+        accept = request.headers.getall("Accept", None)
+        if not acceptable(None if accept is None else ", ".join(accept)):
+            raise NotAcceptable(NOT_ACCEPTABLE_MESSAGE)
     return await handler(request)
 
 
@@ -151,8 +151,8 @@ def make_response_headers(app: web.Application) -> Callable[..., Awaitable[None]
         headers["Server"] = SERVER_HEADER
         request_id = request.get(REQUEST_ID) or str(uuid.uuid4())
         headers["Request-Id"] = headers["X-Request-Id"] = request_id
-        version = request.get(API_VERSION, LATEST_VERSION)
-        headers["Api-Version"] = headers["X-Api-Version"] = version
+        # CloudAPI's own version, whatever was negotiated (restify 4: the route list's last).
+        headers["Api-Version"] = headers["X-Api-Version"] = LATEST_VERSION
         started = request.get(START_TIME)
         elapsed = 0 if started is None else int((time.monotonic() - started) * 1000)
         headers["Response-Time"] = headers["X-Response-Time"] = str(elapsed)

@@ -33,6 +33,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "manta": "plugins.storage.manta",
     "s3": "plugins.storage.s3",
     "embedded-catalog": "plugins.catalog.embedded",
+    "objectstore-catalog": "plugins.catalog.objectstore",
 }
 
 DISABLED_ENV = ENV_PREFIX + "DISABLED_PLUGINS"

@@ -84,7 +84,7 @@ class Readiness:
         return "ok"
 
     async def _database(self, accounts: AccountStore, journal: Journal) -> str:
-        answer = await self._timed("the accounts database", asyncio.to_thread(accounts.check))
+        answer = await self._timed("the accounts database", accounts.check())
         if answer != "ok":
             return answer
         return await self._timed("the journal", journal.holder(_PROBE_KEY))

@@ -41,7 +41,8 @@ SUPPORTED_ALGORITHMS = frozenset(
     }
 )
 
-#: Largest clock skew accepted between the client's date (or x-date) and ours, in seconds.
+#: Largest clock skew accepted between the client's date (or x-date) and ours, in seconds:
+#: CloudAPI's (http-signature's ``clockSkew``). ``Settings.clock_skew`` overrides it.
 CLOCK_SKEW = 300
 
 

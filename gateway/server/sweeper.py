@@ -13,10 +13,12 @@ import contextlib
 import logging
 from collections.abc import Mapping
 
+from gateway import telemetry
 from gateway.actions import ImageAction, RecoverableAction, RecoveryContext
 from gateway.catalog import ImageCatalog
 from gateway.journal import Journal, JournalEntry
 from gateway.plugin_kit.lease import held
+from gateway.server.request_ids import new_request_id
 from gateway.settings import Settings
 from gateway.storage import StorageTarget
 
@@ -64,7 +66,29 @@ class Sweeper:
         claimed = await self.journal.take_over(entry)
         if claimed is None:
             return False
-        log.info("recovering journal entry %s (%s, %s)", entry.id, entry.action, entry.key)
+        # A fresh request id per repair: its records carry it as ``req_id`` and the storage
+        # requests it makes send it as ``x-request-id``, as a client's request's do.
+        request_id = new_request_id()
+        token = telemetry.request_id.set(request_id)
+        try:
+            return await self._recover(action, entry, claimed, request_id)
+        finally:
+            telemetry.request_id.reset(token)
+
+    async def _recover(
+        self,
+        action: RecoverableAction,
+        entry: JournalEntry,
+        claimed: JournalEntry,
+        request_id: str,
+    ) -> bool:
+        log.info(
+            "recovering journal entry %s (%s, %s) as request %s",
+            entry.id,
+            entry.action,
+            entry.key,
+            request_id,
+        )
         try:
             async with held(self.journal, claimed) as lease:
                 await action.recover(

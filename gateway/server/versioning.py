@@ -19,8 +19,10 @@ Version = tuple[int, int, int]
 SUPPORTED_VERSIONS: tuple[str, ...] = ("7.0.0", "7.1.0", "7.2.0", "7.3.0", "8.0.0", "9.0.0")
 LATEST_VERSION = SUPPORTED_VERSIONS[-1]
 
-#: Request headers read for the range, in order (restify reads accept-version, x-api-version).
-VERSION_HEADERS = ("Accept-Version", "Api-Version", "X-Api-Version")
+#: Request headers read for the range, in order, as restify 4's ``req.getVersion()`` reads them.
+#: ``Api-Version`` is not one: CloudAPI ignores it (triton and smartdc send ``Accept-Version``
+#: beside it), so a request carrying only ``Api-Version`` is served as ``*``.
+VERSION_HEADERS = ("Accept-Version", "X-Api-Version")
 
 _X = r"(?:[xX*]|0|[1-9]\d*)"
 _PARTIAL = re.compile(rf"^v?({_X})(?:\.({_X})(?:\.({_X}))?)?$")
@@ -141,7 +143,7 @@ def _max_satisfying(range_text: str, versions: tuple[str, ...]) -> str | None:
 
 
 def requested_range(headers: Mapping[str, str]) -> str | None:
-    """The range the client asked for: Accept-Version, then Api-Version, then X-Api-Version."""
+    """The range the client asked for: Accept-Version, then X-Api-Version (``None``: neither)."""
     for name in VERSION_HEADERS:
         value = headers.get(name)
         if value is not None and value.strip():

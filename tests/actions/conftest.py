@@ -23,5 +23,5 @@ async def env(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[ExportEnv]:
     """The gateway with callers bob, alice and carol (``env.signers[login]``)."""
     async with open_target("manta-memory", tmp_path / "target") as harness:
         gateway = await make_env(aiohttp_client, harness, tmp_path / "gateway")
-        _, gateway.signers["carol"] = add_caller(gateway.app, "carol")
+        _, gateway.signers["carol"] = await add_caller(gateway.app, "carol")
         yield gateway

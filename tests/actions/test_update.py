@@ -116,7 +116,7 @@ async def gw(tmp_path: Path, aiohttp_client: Any) -> Gateway:
     client = await aiohttp_client(app)
     accounts, signers = {}, {}
     for login in ("alice", "bob", "carol"):
-        accounts[login], signers[login] = add_caller(app, login)
+        accounts[login], signers[login] = await add_caller(app, login)
     return Gateway(client, accounts, signers)
 
 
@@ -625,7 +625,7 @@ async def test_a_catalog_that_cannot_change_images_is_501(
     settings = Settings(data_dir=tmp_path / "data", catalog={"kind": "read-only"})
     app = create_app(settings, plugins=(Plugin(),))
     client = await aiohttp_client(app)
-    account, signer = add_caller(app, "alice")
+    account, signer = await add_caller(app, "alice")
     catalog.owner = account.uuid
     gw = Gateway(client, {"alice": account}, {"alice": signer})
     reply = await gw.update(image_id, {"name": "x"})

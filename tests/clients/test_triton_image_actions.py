@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from fake_manta import ADMIN_HEADERS
 from gateway.cli.dev import DevEnvironment, ensure_key
 from tests.support.export_clients import MANTA, mget_sha1, node_env
 from tests.support.helpers import add_caller
@@ -76,12 +77,13 @@ async def add_workstation(
     """A second account with its own RSA key, known to the gateway (and to the fake Manta when
     ``manta``), and a workstation for it."""
     key = await asyncio.to_thread(ensure_key, env.data_dir / "keys" / f"{login}_id_rsa")
-    account, _signer = add_caller(app, login, key=key.key)
+    account, _signer = await add_caller(app, login, key=key.key)
     if manta:
         async with (
             aiohttp.ClientSession() as session,
             session.post(
                 f"{env.manta_url}/_fake/accounts",
+                headers=ADMIN_HEADERS,
                 json={"login": login, "keys": [key.public_line]},
             ) as resp,
         ):

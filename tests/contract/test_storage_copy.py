@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from gateway.server.plugin_manager import Hooks, build_plugin_manager, create_component
+from gateway.settings import Settings
 from gateway.storage import (
     BodyFactory,
     CopyingTarget,
@@ -227,3 +229,23 @@ async def test_a_store_that_cannot_copy_says_so_and_keeps_the_destination(
     else:
         assert await read_all(target, destination) == previous
     assert await read_all(target, source) == b"the source"
+
+
+async def test_a_target_can_copy_from_itself_and_its_twin_not_from_another_store(
+    harness: TargetHarness,
+) -> None:
+    """``can_copy_from``: the same store reached with the same credentials (another target
+    built from the same section, as a catalog's own target is) yes; another store no."""
+    target = harness.target
+    assert isinstance(target, CopyingTarget)
+    assert target.can_copy_from(target)
+    plugins = Hooks(build_plugin_manager(Settings())).provided().storage_targets
+    twin = create_component("storage", harness.storage, plugins, Settings())
+    assert target.can_copy_from(twin)
+    elsewhere = dict(harness.storage)
+    if harness.storage["kind"] == "s3":
+        elsewhere["bucket"] = "another-bucket"
+    else:
+        elsewhere["user"] = "someone-else"
+    stranger = create_component("storage", elsewhere, plugins, Settings())
+    assert not target.can_copy_from(stranger)

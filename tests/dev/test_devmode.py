@@ -34,10 +34,11 @@ def exports(text: str) -> dict[str, str]:
     return out
 
 
-def run_smoke(data_dir: Path) -> subprocess.CompletedProcess[str]:
+def run_smoke(data_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             *dev_command(),
+            *extra,
             "--smoke",
             "--data-dir",
             str(data_dir),
@@ -100,6 +101,21 @@ def test_smoke_exports_and_verifies_then_reuses_the_data_dir(tmp_path: Path) -> 
     assert again["SDC_KEY_ID"] == env["SDC_KEY_ID"]
     image_uuid = re.search(r"uuid ([0-9a-f-]{36})", first.stdout)
     assert image_uuid and image_uuid.group(1) in second.stdout
+
+
+def test_smoke_on_the_object_store_catalog_exports_by_snaplink(tmp_path: Path) -> None:
+    """``--catalog objectstore``: the demo image's file lives in the fake Manta, and the
+    export is a SnapLink of it (the fake Manta's on-disk store keeps one copy of the bytes)."""
+    data_dir = tmp_path / "dev"
+    result = run_smoke(data_dir, "--catalog", "objectstore")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert result.stdout.rstrip().endswith("# smoke: OK")
+    demo_size = (data_dir / "demo" / "demo-1.0.0.zfs.gz").stat().st_size
+    stored = [p for p in (data_dir / "manta").rglob("*") if p.is_file()]
+    # One copy of the demo's bytes on disk (one inode): the catalog's, linked to by the export.
+    copies = {p.stat().st_ino for p in stored if p.stat().st_size == demo_size}
+    assert len(copies) == 1
+    assert not (data_dir / "gateway" / "images").exists()  # nothing on the gateway's disk
 
 
 def test_smoke_fails_clearly_when_the_port_is_taken(tmp_path: Path) -> None:

@@ -394,9 +394,9 @@ async def test_agent_keys_of_every_kind_sign(
     key = load_private_key(key_file)
     store = AccountStore(env.data_dir / "gateway" / "accounts.sqlite")
     try:
-        store.add_key("dev", ssh_public_key_line(key, kind))
+        await store.add_key("dev", ssh_public_key_line(key, kind))
     finally:
-        store.close()
+        await store.close()
     ssh_add(ssh_agent, key_file)
     environ = client_env(
         env, tmp_path, SDC_KEY_PATH="", SDC_KEY_ID=md5_fingerprint(key), SSH_AUTH_SOCK=ssh_agent

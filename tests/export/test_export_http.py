@@ -11,7 +11,31 @@ from typing import Any
 
 import pytest
 
-from tests.support.export_env import ExportEnv
+from tests.support.export_env import CATALOG_KINDS, ExportEnv
+
+#: (catalog, database engine): each catalog, and each engine, with no four-way product.
+#: The object-store catalog on PostgreSQL is what several gateway instances run.
+SETUPS = (("embedded", "sqlite"), ("objectstore", "sqlite"), ("objectstore", "postgresql"))
+
+
+@pytest.fixture(params=SETUPS, ids=["-".join(setup) for setup in SETUPS])
+def setup(request: pytest.FixtureRequest) -> tuple[str, str]:
+    return tuple(request.param)  # type: ignore[return-value]
+
+
+@pytest.fixture
+def catalog_kind(setup: tuple[str, str]) -> str:
+    """Every test here runs on each catalog (and each target: see ``env``)."""
+    assert setup[0] in CATALOG_KINDS
+    return setup[0]
+
+
+@pytest.fixture
+def export_database(request: pytest.FixtureRequest, setup: tuple[str, str]) -> dict[str, Any]:
+    """... and on both database engines (the journal, accounts and image records on each)."""
+    if setup[1] == "sqlite":
+        return {}
+    return {"url": request.getfixturevalue("postgres_url")}
 
 
 def blob(size: int, seed: int = 1) -> bytes:

@@ -50,13 +50,17 @@ def blob(size: int, seed: int = 7) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-async def export(env: ExportEnv, uuid: str, manta_path: str) -> tuple[int, str, bytes]:
-    """``triton image export``'s request; returns the status, the Request-Id and the body."""
+async def export(
+    env: ExportEnv, uuid: str, manta_path: str, **extra_headers: str
+) -> tuple[int, str, bytes]:
+    """``triton image export``'s request (plus ``extra_headers``, ``_`` for ``-``); returns
+    the status, the Request-Id and the body."""
     path = f"/bob/images/{uuid}"
     body = json.dumps({"action": "export", "manta_path": manta_path}).encode()
     headers = env.signers["bob"].sign(
         "POST", path, {"Accept": "application/json", "Content-Type": "application/json"}
     )
+    headers.update({name.replace("_", "-"): value for name, value in extra_headers.items()})
     response = await env.client.request("POST", URL(path), headers=headers, data=body)
     return response.status, response.headers["Request-Id"], await response.read()
 
@@ -154,6 +158,31 @@ async def test_one_request_id_from_the_audit_record_to_the_store(
         request_id,
         None,
     }
+
+
+@pytest.mark.parametrize(
+    ("sent", "echoed"),
+    [
+        ({"request_id": "triton-cli-7", "x_request_id": "ignored"}, "triton-cli-7"),
+        ({"x_request_id": "proxy:0001"}, "proxy:0001"),
+        ({"request_id": "not safe to echo"}, None),
+    ],
+)
+async def test_the_clients_request_id_is_the_one_the_store_receives(
+    manta_env: ExportEnv, bunyan: Records, sent: dict[str, str], echoed: str | None
+) -> None:
+    """``request-id`` (restify's first choice), else ``x-request-id``, when safe; a fresh
+    uuid otherwise: the same id answered, audited and sent to the store."""
+    image = await manta_env.image(blob(4096, seed=9))
+    status, request_id, body = await export(manta_env, image.uuid, manta_env.path("rid"), **sent)
+    assert status == 200, body
+    if echoed is not None:
+        assert request_id == echoed
+    else:
+        assert re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", request_id)
+    assert one(bunyan(), audit=True)["req_id"] == request_id
+    received = received_request_ids(manta_env)
+    assert received and set(received) == {request_id}, received
 
 
 async def test_a_failed_export_is_a_warning_with_its_reason(

@@ -23,6 +23,12 @@ from tests.support.storage_targets import RETRIES
 BEYOND_RETRIES = RETRIES + 1
 
 
+@pytest.fixture
+def export_database(database: dict[str, Any]) -> dict[str, Any]:
+    """This suite runs on both database engines (the journal and accounts on each)."""
+    return database
+
+
 def blob(size: int, seed: int) -> bytes:
     return bytes((i * seed + seed) % 251 for i in range(size))
 

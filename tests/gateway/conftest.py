@@ -78,20 +78,22 @@ class Caller:
 
 
 @pytest.fixture
-def caller_factory() -> Callable[[TestClient, str], Caller]:
+def caller_factory() -> Callable[..., Awaitable[Caller]]:
     """``caller_factory(client, login)`` adds an account with a fresh ECDSA key."""
 
-    def factory(client: TestClient, login: str = "alice", **signer_kwargs: Any) -> Caller:
-        account, signer = add_caller(client.server.app, login, **signer_kwargs)  # type: ignore[arg-type]
+    async def factory(client: TestClient, login: str = "alice", **signer_kwargs: Any) -> Caller:
+        account, signer = await add_caller(client.server.app, login, **signer_kwargs)  # type: ignore[arg-type]
         return Caller(client, account, signer)
 
     return factory
 
 
 @pytest.fixture
-async def caller(client: TestClient, caller_factory: Callable[..., Caller]) -> Caller:
+async def caller(
+    client: TestClient, caller_factory: Callable[..., Awaitable[Caller]]
+) -> Caller:
     """Account ``alice`` on the default app, with a key and a signer."""
-    return caller_factory(client, "alice")
+    return await caller_factory(client, "alice")
 
 
 ClientFactory = Callable[..., Awaitable[TestClient]]

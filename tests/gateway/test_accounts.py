@@ -1,12 +1,14 @@
-"""The embedded account store and the ``accounts`` / ``keys`` commands."""
+"""The account store (on each database engine) and the ``accounts`` / ``keys`` commands."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
-import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -22,32 +24,48 @@ from gateway.server.accounts import (
     InvalidUUID,
     KeyExists,
 )
+from gateway.server.database import Databases
+from gateway.settings import Settings
 
 RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 P256 = ec.generate_private_key(ec.SECP256R1())
 ED = ed25519.Ed25519PrivateKey.generate()
 
 
+async def open_store(settings: Settings, refresh_interval: float = 0.0) -> AccountStore:
+    """A store on ``settings``' database that closes its database with itself."""
+    databases = await Databases.open(settings, ("accounts",))
+    store = AccountStore(databases["accounts"], refresh_interval=refresh_interval)
+    store.close = databases.close  # type: ignore[method-assign]
+    return store
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> AccountStore:
-    s = AccountStore(tmp_path / "sub" / "accounts.sqlite")
-    yield s  # type: ignore[misc]
-    s.close()
+def settings(tmp_path: Path, database: dict[str, Any]) -> Settings:
+    """Each engine in turn: SQLite under tmp_path, or a fresh PostgreSQL database."""
+    return Settings(data_dir=tmp_path / "sub", database=database)
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[AccountStore]:
+    s = await open_store(settings)
+    yield s
+    await s.close()
 
 
 # --- accounts -------------------------------------------------------------------------------
 
 
-def test_add_get_list(store: AccountStore) -> None:
-    alice = store.add_account("alice")
-    bob = store.add_account("bob.smith@2", uuid="930896AF-BF8C-48D4-885C-6573A94B1853")
+async def test_add_get_list(store: AccountStore) -> None:
+    alice = await store.add_account("alice")
+    bob = await store.add_account("bob.smith@2", uuid="930896AF-BF8C-48D4-885C-6573A94B1853")
     assert bob.uuid == "930896af-bf8c-48d4-885c-6573a94b1853"  # canonical form
-    assert store.get_account("alice") == alice
-    assert store.get_account_by_uuid(bob.uuid) == bob
-    assert store.get_account_by_uuid(bob.uuid.upper()) == bob
-    assert store.get_account("nobody") is None
-    assert store.get_account_by_uuid("not-a-uuid") is None
-    assert [a.login for a in store.list_accounts()] == ["alice", "bob.smith@2"]
+    assert await store.get_account("alice") == alice
+    assert await store.get_account_by_uuid(bob.uuid) == bob
+    assert await store.get_account_by_uuid(bob.uuid.upper()) == bob
+    assert await store.get_account("nobody") is None
+    assert await store.get_account_by_uuid("not-a-uuid") is None
+    assert [a.login for a in await store.list_accounts()] == ["alice", "bob.smith@2"]
     assert not alice.disabled and alice.created.endswith("Z")
 
 
@@ -55,119 +73,151 @@ def test_add_get_list(store: AccountStore) -> None:
     "login",
     ["", "ab", "1abc", "_abc", "a" * 33, "al ice", "al/ice", "al-ice", "my", "ålice", "local"],
 )
-def test_invalid_logins(store: AccountStore, login: str) -> None:
+async def test_invalid_logins(store: AccountStore, login: str) -> None:
     with pytest.raises(InvalidLogin, match="invalid login"):
-        store.add_account(login)
+        await store.add_account(login)
 
 
 @pytest.mark.parametrize("login", ["abc", "A.b_c@d", "a" * 32, "locals"])
-def test_valid_logins(store: AccountStore, login: str) -> None:
-    assert store.add_account(login).login == login
+async def test_valid_logins(store: AccountStore, login: str) -> None:
+    assert (await store.add_account(login)).login == login
 
 
-def test_duplicates_and_bad_uuids(store: AccountStore) -> None:
-    a = store.add_account("alice")
+async def test_duplicates_and_bad_uuids(store: AccountStore) -> None:
+    a = await store.add_account("alice")
     with pytest.raises(AccountExists, match="login 'alice'"):
-        store.add_account("alice")
+        await store.add_account("alice")
     with pytest.raises(AccountExists, match=f"uuid {a.uuid}"):
-        store.add_account("alice2", uuid=a.uuid)
+        await store.add_account("alice2", uuid=a.uuid)
     with pytest.raises(InvalidUUID):
-        store.add_account("carol", uuid="1234")
-    assert [x.login for x in store.list_accounts()] == ["alice"]
+        await store.add_account("carol", uuid="1234")
+    assert [x.login for x in await store.list_accounts()] == ["alice"]
 
 
-def test_disable_enable(store: AccountStore) -> None:
-    store.add_account("alice")
-    assert store.set_disabled("alice", True).disabled
-    assert store.get_account("alice").disabled  # type: ignore[union-attr]
-    assert not store.set_disabled("alice", False).disabled
+async def test_disable_enable(store: AccountStore) -> None:
+    await store.add_account("alice")
+    assert (await store.set_disabled("alice", True)).disabled
+    assert (await store.get_account("alice")).disabled  # type: ignore[union-attr]
+    assert not (await store.set_disabled("alice", False)).disabled
     with pytest.raises(AccountNotFound):
-        store.set_disabled("nobody", True)
+        await store.set_disabled("nobody", True)
 
 
 # --- keys -----------------------------------------------------------------------------------
 
 
-def test_keys(store: AccountStore) -> None:
-    store.add_account("alice")
-    rsa_rec = store.add_key("alice", httpsig.ssh_public_key_line(RSA, "me@host"), name="laptop")
-    ec_rec = store.add_key("alice", httpsig.ssh_public_key_line(P256) + "\n")
-    ed_rec = store.add_key("alice", httpsig.ssh_public_key_line(ED))
+async def test_keys(store: AccountStore) -> None:
+    await store.add_account("alice")
+    line = httpsig.ssh_public_key_line(RSA, "me@host")
+    rsa_rec = await store.add_key("alice", line, name="laptop")
+    ec_rec = await store.add_key("alice", httpsig.ssh_public_key_line(P256) + "\n")
+    ed_rec = await store.add_key("alice", httpsig.ssh_public_key_line(ED))
     assert rsa_rec.fingerprint == httpsig.md5_fingerprint(RSA)
     assert ec_rec.name == ec_rec.fingerprint == httpsig.md5_fingerprint(P256)
     assert rsa_rec.public_key.endswith("me@host")
-    assert store.list_keys("alice") == [rsa_rec, ec_rec, ed_rec]
-    assert store.list_keys("nobody") == []
-    assert store.find_key("alice", "laptop") == rsa_rec
-    assert store.find_key("alice", rsa_rec.fingerprint) == rsa_rec
-    assert store.find_key("alice", rsa_rec.fingerprint.upper()) == rsa_rec
-    assert store.find_key("alice", "MD5:" + ed_rec.fingerprint) == ed_rec
-    assert store.find_key("alice", "desktop") is None
-    assert store.find_key("bob", "laptop") is None
+    assert await store.list_keys("alice") == [rsa_rec, ec_rec, ed_rec]
+    assert await store.list_keys("nobody") == []
+    assert await store.find_key("alice", "laptop") == rsa_rec
+    assert await store.find_key("alice", rsa_rec.fingerprint) == rsa_rec
+    assert await store.find_key("alice", rsa_rec.fingerprint.upper()) == rsa_rec
+    assert await store.find_key("alice", "MD5:" + ed_rec.fingerprint) == ed_rec
+    assert await store.find_key("alice", "desktop") is None
+    assert await store.find_key("bob", "laptop") is None
 
 
-def test_key_refusals(store: AccountStore) -> None:
-    store.add_account("alice")
+async def test_key_refusals(store: AccountStore) -> None:
+    await store.add_account("alice")
     line = httpsig.ssh_public_key_line(RSA)
-    store.add_key("alice", line, name="laptop")
+    await store.add_key("alice", line, name="laptop")
     with pytest.raises(KeyExists, match="already has this key"):
-        store.add_key("alice", line, name="other")
+        await store.add_key("alice", line, name="other")
     with pytest.raises(KeyExists, match="named 'laptop'"):
-        store.add_key("alice", httpsig.ssh_public_key_line(ED), name="laptop")
+        await store.add_key("alice", httpsig.ssh_public_key_line(ED), name="laptop")
     with pytest.raises(AccountNotFound):
-        store.add_key("bob", line)
+        await store.add_key("bob", line)
     dsa = "ssh-dss AAAAB3NzaC1kc3MAAACBAP" + "A" * 40
     for bad in ("", "ssh-rsa", "ssh-rsa AAAAnotbase64!!", "hello world", dsa, line + "\n" + line):
         with pytest.raises(InvalidKey):
-            store.add_key("alice", bad)
+            await store.add_key("alice", bad)
     for bad_name in ("a/b", "", " lead", "x" * 129):
         with pytest.raises(InvalidKey, match="invalid key name"):
-            store.add_key("alice", httpsig.ssh_public_key_line(P256), name=bad_name)
-    assert [k.name for k in store.list_keys("alice")] == ["laptop"]
+            await store.add_key("alice", httpsig.ssh_public_key_line(P256), name=bad_name)
+    assert [k.name for k in await store.list_keys("alice")] == ["laptop"]
 
 
-def test_the_same_key_on_two_accounts(store: AccountStore) -> None:
+async def test_the_same_key_on_two_accounts(store: AccountStore) -> None:
     line = httpsig.ssh_public_key_line(ED)
     for login in ("alice", "bob"):
-        store.add_account(login)
-        store.add_key(login, line)
-    assert store.find_key("bob", httpsig.md5_fingerprint(ED)) is not None
+        await store.add_account(login)
+        await store.add_key(login, line)
+    assert await store.find_key("bob", httpsig.md5_fingerprint(ED)) is not None
 
 
-def test_changes_from_another_connection_are_seen(store: AccountStore) -> None:
+async def test_changes_from_another_connection_are_seen(
+    store: AccountStore, settings: Settings
+) -> None:
     """The server's cached reads notice what the CLI (another process) commits."""
-    assert store.get_account("alice") is None  # cached as absent
-    other = AccountStore(store.path)
+    assert await store.get_account("alice") is None  # cached as absent
+    other = await open_store(settings)
     try:
-        other.add_account("alice")
-        assert store.get_account("alice") is not None
-        assert store.list_keys("alice") == []
-        other.add_key("alice", httpsig.ssh_public_key_line(ED), name="k")
-        assert [k.name for k in store.list_keys("alice")] == ["k"]
-        other.set_disabled("alice", True)
-        assert store.get_account("alice").disabled  # type: ignore[union-attr]
+        await other.add_account("alice")
+        assert await store.get_account("alice") is not None
+        assert await store.list_keys("alice") == []
+        await other.add_key("alice", httpsig.ssh_public_key_line(ED), name="k")
+        assert [k.name for k in await store.list_keys("alice")] == ["k"]
+        await other.set_disabled("alice", True)
+        alice = await store.get_account("alice")
+        assert alice is not None and alice.disabled
     finally:
-        other.close()
+        await other.close()
 
 
-def test_threads_share_one_store(store: AccountStore) -> None:
-    errors: list[BaseException] = []
+async def test_another_instances_changes_are_seen_within_the_refresh_interval(
+    settings: Settings,
+) -> None:
+    """Two instances' stores: a cached answer lasts at most ``refresh_interval`` seconds."""
+    bound = 0.5
+    server = await open_store(settings, refresh_interval=bound)
+    cli = await open_store(settings)
+    try:
+        assert await server.credentials("alice", "k") == (None, None)  # cached as absent
+        await cli.add_account("alice")
+        record = await cli.add_key("alice", httpsig.ssh_public_key_line(ED), name="k")
+        started = asyncio.get_running_loop().time()
+        while (await server.credentials("alice", "k"))[1] != record:
+            assert asyncio.get_running_loop().time() - started < bound + 5.0  # generous
+            await asyncio.sleep(0.05)
+        await cli.set_disabled("alice", True)
+        while not (await server.credentials("alice", "k"))[0].disabled:  # type: ignore[union-attr]
+            assert asyncio.get_running_loop().time() - started < 2 * bound + 10.0
+            await asyncio.sleep(0.05)
+    finally:
+        await server.close()
+        await cli.close()
 
-    def work(i: int) -> None:
-        try:
-            store.add_account(f"user{i:02d}")
-            for _ in range(20):
-                assert store.get_account(f"user{i:02d}") is not None
-        except BaseException as e:  # pragma: no cover - reported below
-            errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    assert len(store.list_accounts()) == 8
+async def test_concurrent_requests_share_one_store(store: AccountStore) -> None:
+    async def work(i: int) -> None:
+        await store.add_account(f"user{i:02d}")
+        for _ in range(20):
+            assert await store.get_account(f"user{i:02d}") is not None
+
+    await asyncio.gather(*(work(i) for i in range(8)))
+    assert len(await store.list_accounts()) == 8
+
+
+async def test_a_store_on_its_own_sqlite_file(tmp_path: Path) -> None:
+    """``AccountStore(path)``: opens (and migrates) a file of its own, closed with it."""
+    own = AccountStore(tmp_path / "own" / "accounts.sqlite")
+    try:
+        assert (await own.add_account("alice")).login == "alice"
+    finally:
+        await own.close()
+    reopened = AccountStore(tmp_path / "own" / "accounts.sqlite")
+    try:
+        assert await reopened.get_account("alice") is not None
+    finally:
+        await reopened.close()
 
 
 # --- CLI --------------------------------------------------------------------------------------
@@ -207,12 +257,16 @@ def test_cli_accounts_and_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str
         "type": "ssh-ed25519",
     }
     # What was written is what a server opening the same data dir sees.
-    store = AccountStore(tmp_path / "accounts.sqlite")
-    try:
-        assert store.get_account("bob").disabled  # type: ignore[union-attr]
-        assert store.find_key("alice", "laptop") is not None
-    finally:
-        store.close()
+    async def read_back() -> None:
+        store = AccountStore(tmp_path / "accounts.sqlite")
+        try:
+            bob = await store.get_account("bob")
+            assert bob is not None and bob.disabled
+            assert await store.find_key("alice", "laptop") is not None
+        finally:
+            await store.close()
+
+    asyncio.run(read_back())
 
 
 @pytest.mark.parametrize(
@@ -283,6 +337,35 @@ def test_cli_config_file_and_env(tmp_path: Path) -> None:
     assert "Added key piped (" in piped.stdout
 
 
+def test_the_cli_writes_to_postgresql_for_every_instance(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    postgres_url: str,
+) -> None:
+    """With CLOUDAPI_GATEWAY_DATABASE_URL, the commands write where every instance reads."""
+    monkeypatch.setenv("CLOUDAPI_GATEWAY_DATABASE_URL", postgres_url)
+    pub = tmp_path / "id.pub"
+    pub.write_text(httpsig.ssh_public_key_line(ED) + "\n")
+    assert run(capsys, "accounts", "add", "alice", "--data-dir", str(tmp_path / "d"))[0] == 0
+    assert run(capsys, "keys", "add", "alice", str(pub), "--name", "laptop")[0] == 0
+    status, out, _ = run(capsys, "keys", "list", "alice", "--json")
+    assert status == 0 and json.loads(out)["name"] == "laptop"
+    assert not (tmp_path / "d").exists()  # nothing went to SQLite
+
+    async def read_back() -> None:
+        store = await open_store(Settings(database={"url": postgres_url}))
+        try:
+            assert await store.find_key("alice", "laptop") is not None
+        finally:
+            await store.close()
+
+    asyncio.run(read_back())
+    monkeypatch.setenv("CLOUDAPI_GATEWAY_DATABASE_URL", postgres_url.rsplit("/", 1)[0] + "/nodb")
+    status, _, err = run(capsys, "accounts", "list")
+    assert status == 1 and err.startswith("cloudapi-gateway: error: cannot open the account store")
+
+
 def test_through_the_main_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``cloudapi-gateway accounts/keys ...`` as the installed entry point parses them."""
     from gateway.cli.main import main as gateway_main
@@ -300,13 +383,17 @@ def test_through_the_main_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "no account with login 'nobody'" in capsys.readouterr().err
 
 
-def test_lookups_of_unknown_logins_do_not_grow_the_cache_forever(store: AccountStore) -> None:
+async def test_lookups_of_unknown_logins_do_not_grow_the_cache_forever(
+    store: AccountStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A flood of requests naming random logins must not make the server keep them all."""
-    from gateway.server.accounts import CACHE_LIMIT
+    import gateway.server.accounts
 
-    store.add_account("alice")
+    monkeypatch.setattr(gateway.server.accounts, "CACHE_LIMIT", 500)  # fast on either engine
+    CACHE_LIMIT = gateway.server.accounts.CACHE_LIMIT
+    await store.add_account("alice")
     for i in range(CACHE_LIMIT + 50):
-        assert store.credentials(f"nobody{i}", "k") == (None, None)
+        assert await store.credentials(f"nobody{i}", "k") == (None, None)
     assert len(store._by_login) <= CACHE_LIMIT + 1
-    assert store.get_account("alice") is not None
-    assert store.credentials("al\udcffice", "k") == (None, None)  # not a login: no SQL at all
+    assert await store.get_account("alice") is not None
+    assert await store.credentials("al\udcffice", "k") == (None, None)  # not a login: no SQL at all

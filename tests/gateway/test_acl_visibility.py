@@ -37,7 +37,7 @@ LOGINS = ("bob", "alice", "carol")  # owner, shared with, stranger
 async def env(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[ExportEnv]:
     async with open_target("manta-memory", tmp_path / "target") as harness:
         gateway = await make_env(aiohttp_client, harness, tmp_path / "gateway")
-        _, gateway.signers["carol"] = add_caller(gateway.app, "carol")
+        _, gateway.signers["carol"] = await add_caller(gateway.app, "carol")
         yield gateway
 
 

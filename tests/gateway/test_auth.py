@@ -27,8 +27,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from gateway import httpsig
 from gateway.errors import GatewayError
 from gateway.server.accounts import AccountStore
-from gateway.server.appkeys import ACCOUNT, ACCOUNTS
+from gateway.server.appkeys import ACCOUNT, ACCOUNTS, SETTINGS
 from gateway.server.auth import authenticate
+from gateway.server.database import Databases
+from gateway.settings import Settings
 
 IMAGE = "2b683a82-a066-11e3-97ab-2faa44701c5a"
 KEYS: dict[str, httpsig.PrivateKey] = {
@@ -68,18 +70,26 @@ async def get_image(request: web.Request) -> web.Response:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> AccountStore:
-    s = AccountStore(tmp_path / "accounts.sqlite")
-    s.add_account("alice", uuid="11111111-2222-3333-4444-555555555555")
-    s.add_key("alice", httpsig.ssh_public_key_line(KEYS["rsa"]), name="id_rsa")
+def store_settings(tmp_path: Path, database: dict[str, Any]) -> Settings:
+    """The account store's database: each engine in turn."""
+    return Settings(data_dir=tmp_path, database=database)
+
+
+@pytest.fixture
+async def store(store_settings: Settings) -> AsyncIterator[AccountStore]:
+    databases = await Databases.open(store_settings, ("accounts",))
+    s = AccountStore(databases["accounts"])
+    await s.add_account("alice", uuid="11111111-2222-3333-4444-555555555555")
+    await s.add_key("alice", httpsig.ssh_public_key_line(KEYS["rsa"]), name="id_rsa")
     for kind in ("p256", "p384", "p521", "ed25519"):
-        s.add_key("alice", httpsig.ssh_public_key_line(KEYS[kind], comment=f"alice@{kind}"))
-    s.add_account("bob")
-    s.add_key("bob", httpsig.ssh_public_key_line(BOB_KEY))
-    s.add_account("carol")
-    s.add_key("carol", httpsig.ssh_public_key_line(CAROL_KEY))
-    s.set_disabled("carol", True)
-    return s
+        await s.add_key("alice", httpsig.ssh_public_key_line(KEYS[kind], comment=f"alice@{kind}"))
+    await s.add_account("bob")
+    await s.add_key("bob", httpsig.ssh_public_key_line(BOB_KEY))
+    await s.add_account("carol")
+    await s.add_key("carol", httpsig.ssh_public_key_line(CAROL_KEY))
+    await s.set_disabled("carol", True)
+    yield s
+    await databases.close()
 
 
 Send = Callable[..., Awaitable[tuple[int, dict[str, Any]]]]
@@ -89,6 +99,7 @@ Send = Callable[..., Awaitable[tuple[int, dict[str, Any]]]]
 async def send(aiohttp_server: Any, store: AccountStore) -> AsyncIterator[Send]:
     """``send(method, target, headers)``: one request with exactly this target and these headers."""
     app = web.Application(middlewares=[errors_as_json])
+    app[SETTINGS] = Settings()  # authenticate reads clock_skew
     app[ACCOUNTS] = store
     app.router.add_route("*", "/{login}/images/{id}", get_image, name="GetImage")
     server = await aiohttp_server(app)
@@ -104,7 +115,6 @@ async def send(aiohttp_server: Any, store: AccountStore) -> AsyncIterator[Send]:
                 return resp.status, await resp.json()
 
         yield _send
-    store.close()
 
 
 async def signed(
@@ -527,25 +537,26 @@ async def test_another_accounts_path(send: Send) -> None:
 
 
 async def test_accounts_and_keys_added_while_running(
-    send: Send, store: AccountStore, tmp_path: Path
+    send: Send, store: AccountStore, store_settings: Settings
 ) -> None:
     """The CLI writes through its own connection (its own process); no restart is needed."""
     key = ed25519.Ed25519PrivateKey.generate()
     key_id, target = f"/dave/keys/{fp(key)}", f"/dave/images/{IMAGE}"
     assert (await signed(send, key, key_id=key_id, target=target))[0] == 401
-    other = AccountStore(store.path)
+    databases = await Databases.open(store_settings, ("accounts",))
+    other = AccountStore(databases["accounts"])
     try:
-        other.add_account("dave")
+        await other.add_account("dave")
         assert (await signed(send, key, key_id=key_id, target=target))[0] == 401
-        other.add_key("dave", httpsig.ssh_public_key_line(key), name="laptop")
+        await other.add_key("dave", httpsig.ssh_public_key_line(key), name="laptop")
         status, body = await signed(send, key, key_id="/dave/keys/laptop", target=target)
         assert (status, body["login"]) == (200, "dave")
-        other.set_disabled("dave", True)
+        await other.set_disabled("dave", True)
         assert (await signed(send, key, key_id=key_id, target=target))[0] == 403
-        other.set_disabled("dave", False)
+        await other.set_disabled("dave", False)
         assert (await signed(send, key, key_id=key_id, target=target))[0] == 200
     finally:
-        other.close()
+        await databases.close()
 
 
 # --- hostile input ----------------------------------------------------------------------------
@@ -569,9 +580,10 @@ async def test_undecodable_bytes_get_a_clean_4xx(aiohttp_server: Any, authz: byt
     """Bytes that are not UTF-8 end up as lone surrogates in aiohttp's strings; they must
     never turn an error message into a 500 (raw socket, since clients refuse to send them)."""
     app = web.Application(middlewares=[errors_as_json])
+    app[SETTINGS] = Settings()  # authenticate reads clock_skew
     app[ACCOUNTS] = AccountStore(":memory:")
-    app[ACCOUNTS].add_account("alice")
-    app[ACCOUNTS].add_key("alice", httpsig.ssh_public_key_line(KEYS["rsa"]), name="id_rsa")
+    await app[ACCOUNTS].add_account("alice")
+    await app[ACCOUNTS].add_key("alice", httpsig.ssh_public_key_line(KEYS["rsa"]), name="id_rsa")
     app.router.add_get("/{login}/images/{id}", get_image)
     server = await aiohttp_server(app)
     reader, writer = await asyncio.open_connection(server.host, server.port)
@@ -586,7 +598,7 @@ async def test_undecodable_bytes_get_a_clean_4xx(aiohttp_server: Any, authz: byt
     assert 400 <= status < 500, response
     body = json.loads(response.split(b"\r\n\r\n", 1)[1])
     assert set(body) == {"code", "message"}
-    app[ACCOUNTS].close()
+    await app[ACCOUNTS].close()
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ async def test_each_clients_signing_style(
     """triton signs ``(request-target) date``; sdc-* and node-manta sign ``date``; python-manta
     sends rsa-sha1 without headers=; very old clients use the 0.9 format."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    caller = caller_factory(client, "alice", key=key)
+    caller = await caller_factory(client, "alice", key=key)
     image = await import_image(caller.app, caller.account, b"hello image")
     styles: list[dict[str, Any]] = [
         {"sign_headers": ("(request-target)", "date")},
@@ -43,8 +43,8 @@ async def test_each_clients_signing_style(
 async def test_refusals_carry_cloudapi_headers(
     client: TestClient, caller_factory: Callable[..., Any]
 ) -> None:
-    caller = caller_factory(client, "alice")
-    caller_factory(client, "bob")
+    caller = await caller_factory(client, "alice")
+    await caller_factory(client, "bob")
     resp = await caller.request("GET", "/alice/images", sign=False)
     assert resp.status == 401
     assert await resp.json() == {
@@ -71,7 +71,7 @@ async def test_auth_comes_before_image_lookup_and_parameters(
     client: TestClient, caller_factory: Callable[..., Any]
 ) -> None:
     """A stranger learns nothing about images or parameters: 401 first, then the rest."""
-    caller = caller_factory(client, "alice")
+    caller = await caller_factory(client, "alice")
     resp = await caller.request("POST", f"/alice/images/{UNKNOWN}", sign=False)
     assert (resp.status, (await resp.json())["code"]) == (401, "InvalidCredentials")
     resp = await caller.request("GET", f"/alice/images/{UNKNOWN}", sign=False)
@@ -84,26 +84,26 @@ async def test_disabled_then_enabled_while_serving(
     client: TestClient, caller_factory: Callable[..., Any]
 ) -> None:
     key = ed25519.Ed25519PrivateKey.generate()
-    caller = caller_factory(client, "carol", key=key)
+    caller = await caller_factory(client, "carol", key=key)
     store = caller.app[ACCOUNTS]
-    store.set_disabled("carol", True)
+    await store.set_disabled("carol", True)
     resp = await caller.request("GET", "/my/images")
     assert (resp.status, await resp.json()) == (
         403,
         {"code": "NotAuthorized", "message": "Account or user is disabled"},
     )
-    store.set_disabled("carol", False)
+    await store.set_disabled("carol", False)
     assert (await caller.request("GET", "/my/images")).status == 200
 
 
 async def test_key_added_by_name_while_serving(
     client: TestClient, caller_factory: Callable[..., Any]
 ) -> None:
-    caller = caller_factory(client, "alice")
+    caller = await caller_factory(client, "alice")
     laptop = ed25519.Ed25519PrivateKey.generate()
     caller.signer = RequestSigner(laptop, "/alice/keys/laptop")
     assert (await caller.request("GET", "/my/images")).status == 401
-    caller.app[ACCOUNTS].add_key("alice", ssh_public_key_line(laptop), name="laptop")
+    await caller.app[ACCOUNTS].add_key("alice", ssh_public_key_line(laptop), name="laptop")
     assert (await caller.request("GET", "/my/images")).status == 200
     caller.signer = RequestSigner(laptop, f"/alice/keys/{md5_fingerprint(laptop)}")
     assert (await caller.request("GET", "/my/images")).status == 200

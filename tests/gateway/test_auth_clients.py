@@ -62,8 +62,8 @@ async def test_triton_and_smartdc_sign_with_every_key_type(
     app = create_app(Settings(data_dir=tmp_path / "data"))
     server = await aiohttp_server(app)
     store = app[ACCOUNTS]
-    account = store.add_account("user")
-    store.add_key("user", httpsig.ssh_public_key_line(key))
+    account = await store.add_account("user")
+    await store.add_key("user", httpsig.ssh_public_key_line(key))
     image = await import_image(app, account, b"client image")
     url = f"http://{server.host}:{server.port}"
 
@@ -88,7 +88,7 @@ async def test_triton_and_smartdc_sign_with_every_key_type(
     assert code != 0 and "InvalidCredentials" in err, (out, err)
 
     # Disabled while the server runs: 403 NotAuthorized.
-    store.set_disabled("user", True)
+    await store.set_disabled("user", True)
     env = environ(home, url, key)
     code, out, err = await run_cli([str(triton), "image", "get", image.uuid], env)
     assert code != 0 and "Account or user is disabled" in err, (out, err)

@@ -100,7 +100,7 @@ async def test_404_envelope_and_headers(client: Any) -> None:
 async def test_405_bad_method(client: Any) -> None:
     resp = await client.put("/--ping")
     assert resp.status == 405
-    assert await resp.json() == {"code": "BadMethod", "message": "PUT is not allowed"}
+    assert await resp.json() == {"code": "MethodNotAllowedError", "message": "PUT is not allowed"}
     assert resp.headers["Allow"] == "GET, HEAD"
     assert resp.headers["Access-Control-Allow-Methods"] == "GET, HEAD"
     assert_common_headers(resp)
@@ -142,7 +142,7 @@ async def test_auth_error_has_all_headers(client: Any) -> None:
 
 async def test_success_of_an_action_has_all_headers(app_client: Any, caller_factory: Any) -> None:
     client = await app_client(plugins=(EchoPlugin(),))
-    caller = caller_factory(client, "alice")
+    caller = await caller_factory(client, "alice")
     image = await import_image(client.server.app, caller.account, b"abc")
     resp = await caller.request(
         "POST", f"/my/images/{image.uuid}?action=echo&word=x", headers={"x-request-id": "r-1"}
@@ -159,7 +159,7 @@ async def test_internal_errors_are_logged_with_the_request_id(
     app_client: Any, caller_factory: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = await app_client(plugins=(EchoPlugin(),))
-    caller = caller_factory(client, "alice")
+    caller = await caller_factory(client, "alice")
     image = await import_image(client.server.app, caller.account, b"abc")
     resp = await caller.request("POST", f"/my/images/{image.uuid}?action=echo&word=boom")
     assert resp.status == 500

@@ -3,6 +3,7 @@ of a request, one audit record per request with CloudAPI's route names; the CLI'
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -18,6 +19,8 @@ from gateway import hookimpl
 from gateway.cli import log_options
 from gateway.cli.main import build_parser
 from gateway.server import logs
+from gateway.server.audit_record import AuditRecord
+from gateway.server.log_stream import LineHandler
 from tests.support.helpers import import_image
 
 Records = Callable[[], list[dict[str, Any]]]
@@ -127,7 +130,7 @@ class ChattyPlugin:
 @pytest.fixture
 async def chatty(app_client: Any, caller_factory: Any) -> Any:
     client = await app_client(plugins=(ChattyPlugin(),))
-    caller = caller_factory(client, "alice")
+    caller = await caller_factory(client, "alice")
     caller.image = await import_image(client.server.app, caller.account, b"image-bytes")
     return caller
 
@@ -202,7 +205,7 @@ async def test_an_internal_error_is_audited_as_a_warning(
     from tests.support.helpers import EchoPlugin
 
     client = await app_client(plugins=(EchoPlugin(),))
-    caller = caller_factory(client, "alice")
+    caller = await caller_factory(client, "alice")
     image = await import_image(client.server.app, caller.account, b"x")
     resp = await caller.request("POST", f"/alice/images/{image.uuid}?action=echo&word=boom")
     assert resp.status == 500
@@ -213,6 +216,122 @@ async def test_an_internal_error_is_audited_as_a_warning(
     (audit,) = audits(records)
     assert (audit["level"], audit["res"]["statusCode"]) == (40, 500)
     assert audit["err"] == {"name": "InternalError", "message": "Internal Error"}
+
+
+# --- the audit record's fast path and the line handler ------------------------------------------
+
+
+def test_the_audit_line_is_what_the_formatter_writes_for_the_same_record() -> None:
+    """``write_audit`` skips the ``LogRecord``: its line must be the formatter's, byte for
+    byte (but the time), for values that need escaping too."""
+    audit = AuditRecord(
+        req_id="r-1",
+        route=None,
+        method="GET",
+        url='/caf\u00e9?q="x"\\y\u2028',
+        http_version="1.1",
+        remote_address=None,
+        remote_port=None,
+        status=409,
+        latency=3,
+        account="b\u00f6b",
+        bytes_in=0,
+        bytes_out=12,
+        err={"name": "InvalidArgument", "message": "tab\there \U0001f600"},
+    )
+    fields = audit.fields()
+    assert audit.json_members() == json.dumps(fields, separators=(",", ":"))[1:-1]
+    formatter = logs.BunyanFormatter()
+    record = logs.audit_log.makeRecord(
+        "gateway.audit", logging.INFO, "", 0, "handled: x", (), None, extra=fields
+    )
+    time_field = re.compile(r'"time":"[^"]+"')
+    expected = time_field.sub("T", formatter.format(record))
+    written = formatter.line("gateway.audit", logging.INFO, audit.json_members(), "handled: x")
+    assert time_field.sub("T", written) == expected
+    assert TIME.match(json.loads(written)["time"])
+
+
+class Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_other_handlers_get_the_audit_record_and_ours_writes_it_once(
+    client: Any, bunyan: Records
+) -> None:
+    kept = Kept()
+    logs.audit_log.addHandler(kept)
+    try:
+        resp = await client.get("/--ping", headers={"x-request-id": "once-1"})
+        assert resp.status == 200
+    finally:
+        logs.audit_log.removeHandler(kept)
+    (audit,) = audits(bunyan())
+    assert audit["req_id"] == "once-1" and audit["route"] == "ping"
+    (record,) = kept.records
+    assert record.getMessage() == audit["msg"]
+    assert (record.req_id, record.route, record.res) == ("once-1", "ping", {"statusCode": 200})  # type: ignore[attr-defined]
+
+
+async def test_no_audit_record_below_the_level(client: Any) -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
+    handler = logs.configure("error", "json", stream=stream)
+    try:
+        assert (await client.get("/--ping")).status == 200
+        assert (await client.get("/no/such/route")).status == 404
+        await asyncio.sleep(0)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert stream.getvalue() == ""
+
+
+class CountedWrites(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+async def test_lines_of_one_loop_iteration_are_written_together_at_the_next() -> None:
+    stream = CountedWrites()
+    handler = LineHandler(stream)
+    for n in range(3):
+        handler.write_line(f"line {n}\n")
+    assert stream.getvalue() == ""  # queued while this step of the loop runs
+    await asyncio.sleep(0)
+    assert stream.getvalue() == "line 0\nline 1\nline 2\n"
+    assert stream.writes == 1
+
+
+async def test_a_full_queue_and_close_write_at_once() -> None:
+    stream = CountedWrites()
+    handler = LineHandler(stream)
+    line = "x" * 1023 + "\n"
+    for _ in range(LineHandler.LIMIT // len(line)):
+        handler.write_line(line)
+    assert len(stream.getvalue()) == LineHandler.LIMIT
+    handler.write_line("last\n")
+    handler.close()
+    assert stream.getvalue().endswith(line + "last\n")
+
+
+def test_without_a_running_loop_a_line_is_written_at_once() -> None:
+    stream = CountedWrites()
+    handler = LineHandler(stream)
+    handler.setFormatter(logs.BunyanFormatter())
+    handler.handle(logging.LogRecord("x", logging.INFO, "", 0, "now", None, None))
+    assert json.loads(stream.getvalue())["msg"] == "now"
 
 
 # --- the command line ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from gateway.actions import Account
 from gateway.cli.main import main
 from gateway.server.accounts import AccountStore
 
@@ -20,9 +22,14 @@ DATA = b"\x1f\x8b" + bytes(range(256)) * 4100  # a little over 1 MiB: two chunks
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     # Only the catalog plugin is needed; the others are other people's work in progress.
     monkeypatch.setenv("CLOUDAPI_GATEWAY_DISABLED_PLUGINS", "export,manta,s3")
-    store = AccountStore(tmp_path / "accounts.sqlite")
-    alice = store.add_account("alice")
-    store.close()
+    async def add_alice() -> Account:
+        store = AccountStore(tmp_path / "accounts.sqlite")
+        try:
+            return await store.add_account("alice")
+        finally:
+            await store.close()
+
+    alice = asyncio.run(add_alice())
     image = tmp_path / "base.zfs.gz"
     image.write_bytes(DATA)
     return {"dir": tmp_path, "alice": alice.uuid, "file": image}

@@ -111,11 +111,11 @@ async def gw(tmp_path: Path, aiohttp_client: Any) -> Gateway:
     store = AccountStore(settings.accounts_db)
     signers = {}
     for login, uuid in (("alice", ALICE), ("bob", BOB), ("carol", CAROL)):
-        store.add_account(login, uuid=uuid)
+        await store.add_account(login, uuid=uuid)
         key = ed25519.Ed25519PrivateKey.generate()
-        store.add_key(login, ssh_public_key_line(key), name="test")
+        await store.add_key(login, ssh_public_key_line(key), name="test")
         signers[login] = RequestSigner.for_login(key, login)
-    store.close()
+    await store.close()
     app = create_app(settings)
     client = await aiohttp_client(app)
     catalog = app[CATALOG]

@@ -1,34 +1,45 @@
-"""The SQLite journal, as two gateway processes sharing one file see it (two connections)."""
+"""The journal, as two gateway processes (or instances) sharing one database see it, on each
+engine: two SQLite connections to one file, or two PostgreSQL pools on one database."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.journal import Journal, LeaseLost
 from gateway.plugin_kit.lease import held
-from gateway.server.journal import SQLiteJournal
+from gateway.server.database import Databases
+from gateway.server.journal import DatabaseJournal, SQLiteJournal
+from gateway.settings import Settings
 
 
 @pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[SQLiteJournal, SQLiteJournal]]:
-    """Two journals on one file, as two processes would open it, with one-second leases."""
-    first = SQLiteJournal(tmp_path / "journal.sqlite", lease_seconds=1.0, owner="first")
-    second = SQLiteJournal(tmp_path / "journal.sqlite", lease_seconds=1.0, owner="second")
-    yield first, second
-    first.close()
-    second.close()
+async def pair(
+    tmp_path: Path, database: dict[str, Any]
+) -> AsyncIterator[tuple[DatabaseJournal, DatabaseJournal]]:
+    """Two journals on one database, as two processes (or instances) would open it, with
+    one-second leases; on each engine in turn."""
+    settings = Settings(data_dir=tmp_path, database=database)
+    first_db = await Databases.open(settings, ("journal",))
+    second_db = await Databases.open(settings, ("journal",))
+    yield (
+        DatabaseJournal(first_db["journal"], lease_seconds=1.0, owner="first"),
+        DatabaseJournal(second_db["journal"], lease_seconds=1.0, owner="second"),
+    )
+    await first_db.close()
+    await second_db.close()
 
 
-def test_it_is_a_journal(pair: tuple[SQLiteJournal, SQLiteJournal]) -> None:
+def test_it_is_a_journal(pair: tuple[DatabaseJournal, DatabaseJournal]) -> None:
     assert isinstance(pair[0], Journal)
 
 
-async def test_one_entry_per_key(pair: tuple[SQLiteJournal, SQLiteJournal]) -> None:
+async def test_one_entry_per_key(pair: tuple[DatabaseJournal, DatabaseJournal]) -> None:
     first, second = pair
     entry = await first.begin("export", "k", "begun", {"n": 1})
     assert entry is not None and entry.owner == "first"
@@ -41,7 +52,7 @@ async def test_one_entry_per_key(pair: tuple[SQLiteJournal, SQLiteJournal]) -> N
     assert await second.begin("export", "k", "begun", {}) is not None
 
 
-async def test_live_lease_cannot_be_taken(pair: tuple[SQLiteJournal, SQLiteJournal]) -> None:
+async def test_live_lease_cannot_be_taken(pair: tuple[DatabaseJournal, DatabaseJournal]) -> None:
     first, second = pair
     entry = await first.begin("export", "k", "begun", {})
     assert entry is not None
@@ -49,7 +60,7 @@ async def test_live_lease_cannot_be_taken(pair: tuple[SQLiteJournal, SQLiteJourn
     assert await second.take_over(entry) is None
 
 
-async def test_expired_lease_is_taken_once(pair: tuple[SQLiteJournal, SQLiteJournal]) -> None:
+async def test_expired_lease_is_taken_once(pair: tuple[DatabaseJournal, DatabaseJournal]) -> None:
     first, second = pair
     entry = await first.begin("export", "k", "copying", {"safety": "/a"})
     assert entry is not None
@@ -69,7 +80,9 @@ async def test_expired_lease_is_taken_once(pair: tuple[SQLiteJournal, SQLiteJour
     assert await second.expired() == []
 
 
-async def test_lease_runs_out_without_renewal(pair: tuple[SQLiteJournal, SQLiteJournal]) -> None:
+async def test_lease_runs_out_without_renewal(
+    pair: tuple[DatabaseJournal, DatabaseJournal],
+) -> None:
     first, second = pair
     entry = await first.begin("export", "k", "begun", {})
     assert entry is not None
@@ -83,7 +96,7 @@ async def test_lease_runs_out_without_renewal(pair: tuple[SQLiteJournal, SQLiteJ
 
 
 async def test_held_renews_and_stops_the_holder_when_lost(
-    pair: tuple[SQLiteJournal, SQLiteJournal],
+    pair: tuple[DatabaseJournal, DatabaseJournal],
 ) -> None:
     first, second = pair
     entry = await first.begin("export", "k", "begun", {})
@@ -102,3 +115,16 @@ async def test_held_renews_and_stops_the_holder_when_lost(
 
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(asyncio.create_task(long_work()), timeout=4)
+
+
+async def test_a_journal_on_its_own_sqlite_file(tmp_path: Path) -> None:
+    """``SQLiteJournal(path)``: the file is created and migrated, and shared by two opens."""
+    one = SQLiteJournal(tmp_path / "j" / "journal.sqlite", lease_seconds=1.0, owner="one")
+    two = SQLiteJournal(tmp_path / "j" / "journal.sqlite", lease_seconds=1.0, owner="two")
+    try:
+        entry = await one.begin("export", "k", "begun", {})
+        assert entry is not None
+        assert await two.begin("export", "k", "begun", {}) is None
+    finally:
+        one.close()
+        two.close()

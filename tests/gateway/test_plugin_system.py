@@ -118,7 +118,7 @@ async def test_hook_gateway_register_image_actions(app_client: Any, caller_facto
     app = client.server.app
     assert isinstance(app[ACTIONS]["echo"], EchoAction)
     assert "export" in app[ACTIONS]  # the first-party plugin, loaded by name
-    caller = caller_factory(client, "alice")
+    caller = await caller_factory(client, "alice")
     image = await import_image(app, caller.account, b"data")
     resp = await caller.request("POST", f"/my/images/{image.uuid}?action=echo&word=hook")
     assert resp.status == 200
@@ -136,7 +136,7 @@ async def test_hook_gateway_register_storage_targets(
     assert target.settings is custom
     client = await aiohttp_client(app)
     assert target.events == ["open"]
-    caller = caller_factory(client, "alice")
+    caller = await caller_factory(client, "alice")
     image = await import_image(app, caller.account, b"data")
     resp = await caller.request("POST", f"/my/images/{image.uuid}?action=echo&word=s")
     assert (await resp.json())["storage"] is True

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from gateway.server.app import create_app
-from gateway.server.appkeys import ACCOUNTS, READINESS
+from gateway.server.appkeys import DATABASES, READINESS
 from gateway.settings import Settings
 from tests.support.export_env import ExportEnv, make_env
 from tests.support.storage_targets import TARGET_NAMES, open_target
@@ -62,7 +62,7 @@ async def test_without_storage_the_databases_decide(tmp_path: Path, aiohttp_clie
         {"ready": True, "checks": {"database": "ok", "storage": "not configured"}},
     )
     assert (await client.head("/--ready")).status == 200
-    client.app[ACCOUNTS].close()  # the database stops answering
+    await client.app[DATABASES].close()  # the database stops answering
     status, body = await ready(client)
     assert (status, body["checks"]["database"]) == (503, "failed")
 

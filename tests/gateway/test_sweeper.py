@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,8 @@ import pytest
 
 from gateway.actions import ActionContext, RecoverableAction, RecoveryContext
 from gateway.catalog import ImageCatalog
-from gateway.server.journal import SQLiteJournal
+from gateway.server.database import Databases
+from gateway.server.journal import DatabaseJournal
 from gateway.server.sweeper import Sweeper
 from gateway.settings import Settings
 
@@ -40,20 +41,27 @@ class Repairer:
 
 
 @pytest.fixture
-def journals(tmp_path: Path) -> Iterator[tuple[SQLiteJournal, SQLiteJournal]]:
-    one = SQLiteJournal(tmp_path / "j.sqlite", lease_seconds=1.0, owner="one")
-    two = SQLiteJournal(tmp_path / "j.sqlite", lease_seconds=1.0, owner="two")
-    yield one, two
-    one.close()
-    two.close()
+async def journals(
+    tmp_path: Path, database: dict[str, Any]
+) -> AsyncIterator[tuple[DatabaseJournal, DatabaseJournal]]:
+    """Two instances' journals on one database, on each engine in turn."""
+    settings = Settings(data_dir=tmp_path, database=database)
+    one_db = await Databases.open(settings, ("journal",))
+    two_db = await Databases.open(settings, ("journal",))
+    yield (
+        DatabaseJournal(one_db["journal"], lease_seconds=1.0, owner="one"),
+        DatabaseJournal(two_db["journal"], lease_seconds=1.0, owner="two"),
+    )
+    await one_db.close()
+    await two_db.close()
 
 
-def sweeper(journal: SQLiteJournal, *actions: Any) -> Sweeper:
+def sweeper(journal: DatabaseJournal, *actions: Any) -> Sweeper:
     catalog: ImageCatalog = None  # type: ignore[assignment]  # recover here needs none
     return Sweeper(journal, {a.name: a for a in actions}, catalog, None, Settings())
 
 
-async def dead_entry(journal: SQLiteJournal, action: str, key: str) -> None:
+async def dead_entry(journal: DatabaseJournal, action: str, key: str) -> None:
     entry = await journal.begin(action, key, "replacing", {"k": key})
     assert entry is not None
     await journal.release(entry)  # as if its process had died and the lease run out
@@ -64,7 +72,7 @@ def test_the_repairer_is_recoverable() -> None:
 
 
 async def test_each_expired_entry_is_recovered_once_by_one_of_two_sweepers(
-    journals: tuple[SQLiteJournal, SQLiteJournal],
+    journals: tuple[DatabaseJournal, DatabaseJournal],
 ) -> None:
     one, two = journals
     for key in ("a", "b", "c"):
@@ -77,7 +85,7 @@ async def test_each_expired_entry_is_recovered_once_by_one_of_two_sweepers(
 
 
 async def test_a_failed_recovery_is_retried_at_the_next_sweep(
-    journals: tuple[SQLiteJournal, SQLiteJournal],
+    journals: tuple[DatabaseJournal, DatabaseJournal],
 ) -> None:
     one, _ = journals
     await dead_entry(one, "repair", "a")
@@ -91,7 +99,7 @@ async def test_a_failed_recovery_is_retried_at_the_next_sweep(
 
 
 async def test_an_entry_of_an_action_not_loaded_is_left_alone(
-    journals: tuple[SQLiteJournal, SQLiteJournal], caplog: pytest.LogCaptureFixture
+    journals: tuple[DatabaseJournal, DatabaseJournal], caplog: pytest.LogCaptureFixture
 ) -> None:
     one, _ = journals
     await dead_entry(one, "elsewhere", "a")

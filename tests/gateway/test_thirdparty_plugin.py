@@ -28,7 +28,7 @@ DATA = b"third-party plugin test image\n" * 100
 
 @pytest.fixture
 async def owner(client: Any, caller_factory: Any) -> Any:
-    caller = caller_factory(client, "carol")
+    caller = await caller_factory(client, "carol")
     caller.image = await import_image(client.server.app, caller.account, DATA)
     return caller
 

@@ -54,7 +54,7 @@ def test_max_satisfying(wanted: str, served: str | None) -> None:
 
 def test_negotiate_reads_headers_in_order() -> None:
     assert negotiate({"Accept-Version": "~7.2", "Api-Version": "~8"}, "GET", "/") == "7.2.0"
-    assert negotiate({"Api-Version": "~8"}, "GET", "/") == "8.0.0"
+    assert negotiate({"Api-Version": "~8"}, "GET", "/") == "9.0.0"  # not read, as in CloudAPI
     assert negotiate({"X-Api-Version": "7.1.0"}, "GET", "/") == "7.1.0"
     assert negotiate({}, "GET", "/") == "9.0.0"
 
@@ -73,7 +73,7 @@ def test_negotiate_refuses_with_restify_message() -> None:
         ({"Accept-Version": "~9||~8"}, "9.0.0"),
         ({"Accept-Version": "~7.2", "Api-Version": "~7.2"}, "7.2.0"),
         ({"Accept-Version": "~7||~8"}, "8.0.0"),
-        ({"Api-Version": "~7.3"}, "7.3.0"),
+        ({"Api-Version": "~7.3"}, "9.0.0"),
         ({"X-Api-Version": "7.0.0"}, "7.0.0"),
         ({"Accept-Version": "*"}, "9.0.0"),
     ],
@@ -81,8 +81,9 @@ def test_negotiate_refuses_with_restify_message() -> None:
 async def test_api_version_header(client: Any, headers: dict[str, str], served: str) -> None:
     resp = await client.get("/--ping", headers=headers)
     assert resp.status == 200
-    assert resp.headers["Api-Version"] == served
-    assert resp.headers["X-Api-Version"] == served
+    # CloudAPI sends its own version whatever it served (test_wire_details checks both).
+    assert resp.headers["Api-Version"] == resp.headers["X-Api-Version"] == "9.0.0"
+    assert served in ("7.0.0", "7.2.0", "8.0.0", "9.0.0")
 
 
 @pytest.mark.parametrize("wanted", ["~6", "10", "nonsense", "~7.9"])

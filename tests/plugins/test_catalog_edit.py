@@ -162,10 +162,10 @@ async def test_a_failure_inside_the_transaction_rolls_it_back(
 ) -> None:
     before = await catalog.get_image(UUID)
 
-    def boom(manifest: Any) -> Any:
+    def boom(*args: Any) -> Any:
         raise RuntimeError("serializer failed")
 
-    monkeypatch.setattr(store_module, "serialize_manifest", boom)
+    monkeypatch.setattr(store_module, "valid_changed_manifest", boom)
     with pytest.raises(RuntimeError):
         await catalog.update_image(UUID, {"name": "never"})
     monkeypatch.undo()

@@ -110,7 +110,7 @@ def test_factory_path_and_unknown_options(tmp_path: Path) -> None:
 
 
 def test_every_format_sits_beside_type_string() -> None:
-    path = Path(__file__).parents[2] / "plugins" / "catalog" / "manifest.schema.json"
+    path = Path(__file__).parents[2] / "gateway" / "plugin_kit" / "manifest.schema.json"
     schema = json.loads(path.read_text())
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     with_format = [n for n in schema_nodes(schema) if "format" in n]

@@ -86,7 +86,7 @@ def test_settings_defaults() -> None:
     assert isinstance(target, S3Target)
     assert target.public_url == "http://127.0.0.1:5000/images"
     assert target.config.part_size == 16 * MiB
-    assert target.config.copy_multipart_threshold == 1024 * MiB
+    assert target.config.copy_multipart_threshold == 5 * GiB
     assert target.config.copy_part_size == 512 * MiB
     aws = S3Config.from_mapping({"bucket": "images", "region": "eu-west-1"})
     assert aws.public_url == "https://images.s3.eu-west-1.amazonaws.com"

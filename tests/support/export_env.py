@@ -17,21 +17,34 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from gateway.actions import Account
-from gateway.catalog import Image
+from gateway.catalog import Image, StoredFileCatalog
 from gateway.httpsig import RequestSigner
 from gateway.server.app import create_app
-from gateway.server.appkeys import CATALOG
+from gateway.server.appkeys import CATALOG, SETTINGS
 from gateway.settings import Settings
 from tests.support.helpers import _chunks, add_caller, make_manifest
 from tests.support.storage_targets import TargetHarness
 
 #: Targets without fault-free parents (S3) skip the tests that need Manta's directory rules.
 MANTA_TARGETS = ("manta-memory", "manta-disk")
+#: The catalogs every export HTTP test runs against: files on the gateway's disk, or in the
+#: export's own store (where the export is a copy inside the store).
+CATALOG_KINDS = ("embedded", "objectstore")
+#: Where the object-store catalog keeps files: the operator's tree, as IMGAPI does.
+IMAGES_PREFIX = "/operator/stor/imgapi"
+
+
+def catalog_section(kind: str) -> dict[str, Any]:
+    """The ``[catalog]`` section of ``kind`` (files in the gateway's own export target)."""
+    if kind == "objectstore":
+        return {"kind": "objectstore", "prefix": IMAGES_PREFIX}
+    return {"kind": kind}
 
 
 @dataclass
@@ -137,10 +150,22 @@ class ExportEnv:
     async def mkdir(self, path: str) -> None:
         await self.harness.target.mkdir(path)
 
+    @property
+    def catalog_kind(self) -> str:
+        return str(self.app[SETTINGS].catalog["kind"])
+
     def catalog_file(self, image: Image) -> Path:
         """Where the embedded catalog keeps the image's file (to corrupt it on purpose)."""
+        if self.catalog_kind != "embedded":
+            pytest.skip("the test changes the embedded catalog's local file")
         path: Path = self.app[CATALOG].file_path(image.uuid)  # type: ignore[attr-defined]
         return path
+
+    async def stored_file(self, image: Image) -> str:
+        """Where the object-store catalog keeps the image's file, in the harness's store."""
+        catalog = self.app[CATALOG]
+        assert isinstance(catalog, StoredFileCatalog), "the test needs the object-store catalog"
+        return (await catalog.locate_file(image.uuid)).path
 
 
 async def make_env(
@@ -150,13 +175,19 @@ async def make_env(
     *,
     server_kwargs: dict[str, Any] | None = None,
     plugins: tuple[object, ...] = (),
+    catalog_kind: str = "embedded",
     **settings: Any,
 ) -> ExportEnv:
     """Start a gateway on ``harness`` and add the callers bob (the harness's login) and alice."""
-    base = Settings(data_dir=data_dir, storage=harness.storage, load_entrypoints=True)
+    base = Settings(
+        data_dir=data_dir,
+        storage=harness.storage,
+        catalog=catalog_section(catalog_kind),
+        load_entrypoints=True,
+    )
     values = {**base.__dict__, **settings}
     app = create_app(Settings(**values), plugins=plugins)
     client = await aiohttp_client(app, server_kwargs=server_kwargs or {})
-    bob, bob_signer = add_caller(app, harness.login)
-    alice, alice_signer = add_caller(app, "alice")
+    bob, bob_signer = await add_caller(app, harness.login)
+    alice, alice_signer = await add_caller(app, "alice")
     return ExportEnv(client, harness, bob, alice, {"bob": bob_signer, "alice": alice_signer})

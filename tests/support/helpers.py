@@ -39,14 +39,14 @@ def new_key(kind: str = "ecdsa") -> PrivateKey:
     return key
 
 
-def add_caller(
+async def add_caller(
     app: web.Application, login: str, *, key: PrivateKey | None = None, **signer_kwargs: Any
 ) -> tuple[Account, RequestSigner]:
     """Add ``login`` with a key to a *started* app's account store; return it and a signer."""
     key = key or new_key()
     store = app[ACCOUNTS]
-    account = store.get_account(login) or store.add_account(login)
-    store.add_key(login, ssh_public_key_line(key, f"{login}@test"))
+    account = await store.get_account(login) or await store.add_account(login)
+    await store.add_key(login, ssh_public_key_line(key, f"{login}@test"))
     return account, RequestSigner.for_login(key, login, **signer_kwargs)
 
 

@@ -2,7 +2,8 @@
 
 Parameters come from the query string (``sdc-exportimage``) and a JSON body (``triton``);
 body values override query values, as restify's ``mapParams``/``overrideParams`` do. The body is
-read with a size cap and never unbounded. No handler timeout: an export may take an hour.
+read with a size cap, gzip and Content-MD5 as restify reads them (``gateway.server.bodies``).
+No handler timeout: an export may take an hour.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from gateway.errors import (
     InvalidContent,
     MissingParameter,
     NotAvailableHere,
-    RequestTooLarge,
     UnsupportedMediaType,
 )
 from gateway.server.appkeys import (
@@ -36,29 +36,14 @@ from gateway.server.appkeys import (
     VALIDATORS,
 )
 from gateway.server.auth import authenticate
+from gateway.server.bodies import read_body
 from gateway.server.image_view import get_visible_image, to_cloudapi_image
+from gateway.server.limits import action_slot
 from gateway.server.responses import json_response
 from gateway.server.validation import validate_params
 from gateway.server.versioning import LATEST_VERSION, negotiate, versions_in
 
 log = logging.getLogger(__name__)
-
-_CHUNK = 64 * 1024
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole request body, refusing (413) anything over ``limit`` bytes before storing it."""
-    if request.content_length is not None and request.content_length > limit:
-        raise RequestTooLarge(f"Request body size exceeds {limit} bytes")
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.content.iter_chunked(_CHUNK):
-        total += len(chunk)
-        if total > limit:
-            raise RequestTooLarge(f"Request body size exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
 
 def _multi(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     """Query-style pairs -> dict; a repeated name becomes a list, as restify's parser makes it."""
@@ -104,7 +89,7 @@ def parse_body(content_type: str, body: bytes) -> dict[str, Any]:
 async def request_params(request: web.Request, limit: int) -> dict[str, Any]:
     """Query parameters, then body parameters over them."""
     params = _multi(list(request.rel_url.query.items()))
-    body = await read_body(request, limit)
+    body = await read_body(request, limit, idle_timeout=request.app[SETTINGS].body_idle_timeout)
     params.update(parse_body(request.content_type, body))
     return params
 
@@ -155,7 +140,8 @@ async def update_image(request: web.Request) -> web.Response:
         journal=app[JOURNAL],
         render_image=lambda shown: to_cloudapi_image(shown, api_version),
     )
-    result = await action.run(ctx, params)
+    with action_slot(request.app, account, name):
+        result = await action.run(ctx, params)
     if not isinstance(result, Mapping):
         log.error("action %s returned %s, not a mapping", name, type(result).__name__)
         raise InternalError("Internal Error")

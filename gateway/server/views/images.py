@@ -13,12 +13,16 @@ from gateway.errors import ImageHasDependentImages, NotAvailableHere, NotImageOw
 from gateway.server import auth
 from gateway.server.appkeys import API_VERSION, CATALOG
 from gateway.server.image_view import (
+    RenderedImages,
     filter_images,
     get_visible_image,
     to_cloudapi_image,
 )
 from gateway.server.responses import json_response
 from gateway.server.versioning import LATEST_VERSION
+
+#: This app's encoded GetImage bodies (``add_routes``).
+RENDERED_IMAGES = web.AppKey("rendered_images", RenderedImages)
 
 
 def _catalog(request: web.Request) -> ImageCatalog:
@@ -41,7 +45,8 @@ async def get_image(request: web.Request) -> web.Response:
     """GetImage: 404 for a non-UUID id, an invisible image or a destroyed one."""
     account = await auth.authenticate(request)
     image = await get_visible_image(_catalog(request), account, request.match_info["id"])
-    return json_response(to_cloudapi_image(image, _api_version(request)))
+    body = request.config_dict[RENDERED_IMAGES].body(image, _api_version(request))
+    return web.Response(body=body, content_type="application/json")
 
 
 async def delete_image(request: web.Request) -> web.Response:
@@ -73,6 +78,7 @@ async def create_image(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register ``GET|HEAD|POST /{login}/images``, ``GET|HEAD|DELETE /{login}/images/{id}``."""
+    app[RENDERED_IMAGES] = RenderedImages()
     images = app.router.add_resource("/{login}/images", name="images")
     images.add_route("GET", list_images)
     images.add_route("HEAD", list_images)

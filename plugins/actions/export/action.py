@@ -223,7 +223,10 @@ class ExportAction:
         )
         writer = ExportWriter(catalog, storage, journal, image, image_file, record)
         async with self._locks.hold(storage, manifest_path):
-            await writer.write()
+            try:
+                await writer.write()
+            finally:
+                report.method = "copy" if writer.copied else "stream"
         return {
             "manta_url": storage.public_url,
             "image_path": file_path,

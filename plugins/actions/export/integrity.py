@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.catalog import CatalogError, ImageCatalog, ImageFile, LocalFileCatalog
-from gateway.storage import LocalFile
+from gateway.storage import LocalFile, ObjectInfo
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -157,6 +157,20 @@ def _mismatch(expected: ImageFile, size: int, sha1: str) -> CorruptFile | None:
 
 
 # --- the streaming path: any catalog, any target ------------------------------------------------
+
+
+def copy_mismatch(info: ObjectInfo, expected: ImageFile) -> str | None:
+    """What differs between a store-side copy and the catalog's record, or ``None``.
+
+    A copy cannot be hashed on the way, so the check is what the store reports: the size, and
+    the MD5 (Manta's ``Content-MD5``; S3's single-part ETag or the MD5 the S3 target keeps in
+    the object's metadata). A store that reports no MD5 is trusted on the size alone.
+    """
+    if info.size is not None and info.size != expected.size:
+        return f"{info.size} bytes where the catalog recorded {expected.size}"
+    if info.content_md5 is not None and info.content_md5 != expected.content_md5:
+        return f"MD5 {info.content_md5} where the catalog recorded {expected.content_md5}"
+    return None
 
 
 async def verified_file(

@@ -7,6 +7,7 @@ rules read in one place. The action decides the mode (directory or template) fro
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass
 
 from gateway.errors import InvalidParameter, NotMantaPathOwner
@@ -42,14 +43,34 @@ class MantaPath:
         return posixpath.dirname(self.path)
 
 
+#: Characters no Manta object name may hold: C0 and C1 controls, DEL, and lone surrogates
+#: (what JSON's ``"\\ud800"`` or an undecodable query byte becomes). They would end as a 500
+#: when the path is encoded for storage, or as storage's own refusal (a 502).
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _forbidden_character(raw: str) -> str | None:
+    """Name the first character ``raw`` may not hold (``NUL character``, ``U+000A``), if any."""
+    found = _FORBIDDEN.search(raw)
+    if found is None:
+        return None
+    char = found.group()
+    if char == "\x00":
+        return "NUL character"
+    kind = "lone surrogate" if "\ud800" <= char <= "\udfff" else "control character"
+    return f"{kind} U+{ord(char):04X}"
+
+
 def normalize(raw: str) -> MantaPath:
     """Normalize ``raw`` as Node's ``path.normalize`` does and say whether it names a directory.
 
-    Raises 422 InvalidParameter for a relative or empty path. A trailing ``/`` is recorded
-    before normalizing, since ``normpath`` drops it but the caller meant "a directory".
+    Raises 422 InvalidParameter for a relative or empty path, or one holding a control
+    character or a lone surrogate. A trailing ``/`` is recorded before normalizing, since
+    ``normpath`` drops it but the caller meant "a directory".
     """
-    if "\x00" in raw:
-        raise invalid_path("invalid manta_path prefix, not a valid manta path (NUL character)")
+    bad = _forbidden_character(raw)
+    if bad is not None:
+        raise invalid_path(f"invalid manta_path prefix, not a valid manta path ({bad})")
     if not raw.startswith("/"):
         raise invalid_path(
             f"invalid manta_path prefix, not a valid manta path: {raw!r} is not absolute"

@@ -77,6 +77,8 @@ class ExportReport:
     started: float = field(default_factory=time.monotonic)
     counter: RetryCounter | None = None
     done: bool = False
+    #: How the file got there: ``copy`` (inside the store) or ``stream`` (through the gateway).
+    method: str | None = None
 
     async def logged(self, size: int, export: Awaitable[T]) -> T:
         """Await ``export`` (``size`` bytes), counting its storage retries, and log the record
@@ -107,6 +109,7 @@ class ExportReport:
             "throughput": int(size / duration) if duration > 0 else 0,
             "retries": self.counter.retries if self.counter is not None else 0,
             "outcome": outcome,
+            "method": self.method,
         }
 
     def succeeded(self, size: int) -> None:

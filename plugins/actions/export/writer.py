@@ -13,13 +13,26 @@ import logging
 import time
 from dataclasses import replace
 
-from gateway.catalog import Image, ImageCatalog, ImageFile
+from gateway.catalog import Image, ImageCatalog, ImageFile, StoredFileCatalog
 from gateway.errors import GatewayError, InternalError
 from gateway.journal import Journal, JournalEntry
 from gateway.plugin_kit.lease import Lease, held
-from gateway.storage import ObjectInfo, StorageError, StorageTarget
+from gateway.storage import (
+    CopyingTarget,
+    CopyUnsupported,
+    ObjectInfo,
+    ObjectNotFound,
+    StorageError,
+    StorageTarget,
+)
 from plugins.actions.export.failures import export_error, stat_or_fail, storage_error
-from plugins.actions.export.integrity import BodyState, ImageFileBody
+from plugins.actions.export.integrity import (
+    BodyState,
+    CatalogReadError,
+    CorruptFile,
+    ImageFileBody,
+    copy_mismatch,
+)
 from plugins.actions.export.paths import invalid_path
 from plugins.actions.export.replacement import (
     BEGUN,
@@ -89,6 +102,8 @@ class ExportWriter:
         #: What the client is told failed, should the next request fail.
         self.step = "error starting the export"
         self.body_state = BodyState()
+        #: The store copied the file (no byte passed through the gateway).
+        self.copied = False
 
     async def write(self) -> None:
         """Hold the destination, replace what it holds; on failure, undo and raise."""
@@ -162,13 +177,14 @@ class ExportWriter:
             self.step = f"error removing the previous manifest {manifest_path}"
             await storage.delete_object(manifest_path)
         self.step = f"error exporting image file to {file_path}"
-        await storage.put_object(
-            file_path,
-            ImageFileBody(self.catalog, self.image.uuid, self.image_file, self.body_state),
-            size=self.image_file.size,
-            content_md5=self.image_file.content_md5,
-            content_type="application/octet-stream",
-        )
+        if not await self._copy_file(file_path):
+            await storage.put_object(
+                file_path,
+                ImageFileBody(self.catalog, self.image.uuid, self.image_file, self.body_state),
+                size=self.image_file.size,
+                content_md5=self.image_file.content_md5,
+                content_type="application/octet-stream",
+            )
         self.step = f"error exporting image manifest to {manifest_path}"
         await put_manifest(storage, manifest_path, record.new_manifest)
         await lease.update(DONE)
@@ -179,6 +195,30 @@ class ExportWriter:
             await lease.release()
             return
         await lease.finish()
+
+    async def _copy_file(self, file_path: str) -> bool:
+        """Have the store copy the catalog's file to ``file_path`` when both are in it; ``False``
+        when it cannot (different stores, no copy, Manta v2): then the caller streams it."""
+        catalog, storage = self.catalog, self.storage
+        if not isinstance(catalog, StoredFileCatalog) or not isinstance(storage, CopyingTarget):
+            return False
+        stored = await catalog.locate_file(self.image.uuid)
+        if not storage.can_copy_from(stored.target):
+            return False
+        try:
+            info = await storage.copy_object(stored.path, file_path)
+        except CopyUnsupported as exc:
+            log.info("export of %s streams the file: %s", self.image.uuid, exc)
+            return False
+        except ObjectNotFound as exc:
+            raise self.body_state.fail(
+                CatalogReadError(f"the catalog's file {stored.path} is missing from the store")
+            ) from exc
+        problem = copy_mismatch(info, self.image_file)
+        if problem:
+            raise self.body_state.fail(CorruptFile(f"the store copied {problem}"))
+        self.copied = True
+        return True
 
     async def _existing(self, path: str) -> ObjectInfo | None:
         existing = await stat_or_fail(self.storage, path, f"error checking {path}")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway import hookimpl
 from gateway.plugin_kit import read_section
-from plugins.catalog.embedded.manifest import manifest_validator
+from gateway.plugin_kit.manifests import manifest_validator
 from plugins.catalog.embedded.store import EmbeddedCatalog
 
 if TYPE_CHECKING:

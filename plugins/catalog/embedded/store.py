@@ -1,9 +1,10 @@
 """The embedded catalog: manifests in SQLite, files under ``<root>/<uuid>/file0``.
 
-An import streams into a temporary file in ``<root>`` (same filesystem), hashing sha1 and MD5
-on the way in a worker thread, checks size and sha1 against the manifest, then claims
-``<root>/<uuid>`` with an atomic ``mkdir``, renames the file into it and inserts the row. The
-row is the commit point; any failure before it removes everything this import created.
+An import streams into a temporary file in ``<root>`` (same filesystem; ``plugin_kit.spool``
+hashes sha1 and MD5 on the way in a worker thread), checks size and sha1 against the
+manifest, then claims ``<root>/<uuid>`` with an atomic ``mkdir``, renames the file into it
+and inserts the row. The row is the commit point; any failure before it removes everything
+this import created.
 
 A clone claims its directory the same way and hard-links the original's files into it (a copy
 only where the filesystem refuses the link), then inserts its row. An update rewrites one row's
@@ -25,23 +26,24 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from gateway.catalog import (
     CatalogError,
+    FileProblem,
     Image,
     ImageAlreadyExists,
     ImageFile,
-    ImageFileMismatch,
     ImageNotFound,
-    InvalidManifest,
 )
-from plugins.catalog.embedded.manifest import (
+from gateway.plugin_kit.manifests import (
     FIXED_FIELDS,
-    changed_manifest,
+    invalid_manifest,
     serialize_manifest,
+    valid_changed_manifest,
     validate_manifest,
 )
+from gateway.plugin_kit.spool import SPOOL_PREFIX, spool
 
 CHUNK_SIZE = 1024 * 1024
 #: Leftovers of a crashed import or delete older than this are swept when the catalog opens
@@ -63,57 +65,8 @@ CREATE TABLE IF NOT EXISTS images (
 """
 
 
-class _Sink:
-    """A temp file plus running digests; every method runs in a worker thread."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sha1 = hashlib.sha1()  # IMGAPI's file checksum
-        self.md5 = hashlib.md5()  # Content-MD5 wire format
-        self.size = 0
-        self.fh: IO[bytes] = open(path, "xb")  # closed by finish() or abort()
-
-    def write(self, data: bytes) -> None:
-        self.fh.write(data)
-        self.sha1.update(data)
-        self.md5.update(data)
-        self.size += len(data)
-
-    def finish(self) -> None:
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
-
-    def abort(self) -> None:
-        self.fh.close()
-        self.path.unlink(missing_ok=True)
-
-
-def _invalid(errors: list[dict[str, str]]) -> InvalidManifest:
-    fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
-    return InvalidManifest(f"invalid image manifest: {fields}", errors)
-
-
-def _changed(stored: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
-    """``stored`` with ``fields`` applied, validated and serialized as IMGAPI stores it."""
-    merged = changed_manifest(stored, fields)
-    errors = validate_manifest(merged)
-    if errors:
-        raise _invalid(errors)
-    return serialize_manifest(merged)
-
-
 def _image_from_row(manifest_text: str, files_text: str) -> Image:
-    files = tuple(
-        ImageFile(
-            sha1=f["sha1"],
-            size=f["size"],
-            compression=f["compression"],
-            content_md5=f["content_md5"],
-            dataset_guid=f.get("dataset_guid"),
-        )
-        for f in json.loads(files_text)
-    )
+    files = tuple(ImageFile.from_record(f) for f in json.loads(files_text))
     return Image(manifest=json.loads(manifest_text), files=files)
 
 
@@ -184,6 +137,15 @@ class EmbeddedCatalog:
         finally:
             await asyncio.to_thread(fh.close)
 
+    async def verify_files(self, *, read: bool) -> AsyncIterator[FileProblem]:
+        """``VerifiableCatalog``: each file's size (``read``: and its sha1 and MD5, re-hashed)."""
+        for image in await self.list_images():
+            for index, expected in enumerate(image.files):
+                path = self.file_path(image.uuid, index)
+                problem = await asyncio.to_thread(_check_file, path, expected, read)
+                if problem:
+                    yield FileProblem(image.uuid, index, problem)
+
     # --- writes -----------------------------------------------------------------------------
 
     async def delete_image(self, uuid: str) -> bool:
@@ -207,30 +169,22 @@ class EmbeddedCatalog:
         """Validate, stream in, verify size and sha1, record MD5, commit by inserting the row."""
         errors = validate_manifest(manifest)
         if errors:
-            raise _invalid(errors)
+            raise invalid_manifest(errors)
         public = serialize_manifest(manifest)
         uuid = str(public["uuid"])
         if await self.get_image(uuid) is not None:
             raise ImageAlreadyExists(f"image {uuid} already exists")
         expected = manifest["files"][0]
-        sink = await self._receive(body, expected["size"])
+        spooled = await spool(body, self.root, expected["size"])
         image_dir = self.root / uuid
         claimed = False
         try:
-            if sink.size != expected["size"]:
-                raise ImageFileMismatch(
-                    f"file size {sink.size} does not match the manifest's {expected['size']}"
-                )
-            sha1 = sink.sha1.hexdigest()
-            if sha1 != expected["sha1"]:
-                raise ImageFileMismatch(
-                    f"file sha1 {sha1} does not match the manifest's {expected['sha1']}"
-                )
+            spooled.check(expected["size"], expected["sha1"])
             await self._claim(image_dir)
             claimed = True
-            await asyncio.to_thread(os.replace, sink.path, image_dir / "file0")
+            await asyncio.to_thread(os.replace, spooled.path, image_dir / "file0")
             stored = dict(public["files"][0])
-            stored["content_md5"] = base64.b64encode(sink.md5.digest()).decode()
+            stored["content_md5"] = spooled.content_md5
             manifest_text, files_text = json.dumps(public), json.dumps([stored])
             try:
                 self.db.execute(
@@ -240,7 +194,7 @@ class EmbeddedCatalog:
             except sqlite3.IntegrityError:
                 raise ImageAlreadyExists(f"image {uuid} already exists") from None
         except BaseException:
-            await asyncio.to_thread(sink.path.unlink, True)
+            await asyncio.to_thread(spooled.discard)
             if claimed:
                 await asyncio.to_thread(shutil.rmtree, image_dir, True)
             raise
@@ -266,7 +220,7 @@ class EmbeddedCatalog:
             ).fetchone()
             if row is None:
                 raise ImageNotFound(f"image {uuid} not found")
-            manifest_text = json.dumps(_changed(json.loads(row[0]), fields))
+            manifest_text = json.dumps(valid_changed_manifest(json.loads(row[0]), fields))
             db.execute("UPDATE images SET manifest = ? WHERE uuid = ?", (manifest_text, uuid))
             db.execute("COMMIT")
         except BaseException:
@@ -296,7 +250,7 @@ class EmbeddedCatalog:
             raise ImageNotFound(f"image {uuid} not found")
         if await self.get_image(new_uuid) is not None:
             raise ImageAlreadyExists(f"image {new_uuid} already exists")
-        public = _changed({**json.loads(row[0]), "uuid": new_uuid}, fields)
+        public = valid_changed_manifest({**json.loads(row[0]), "uuid": new_uuid}, fields)
         files_text = row[1]  # the same bytes, so the same sha1, size and MD5
         image_dir = self.root / new_uuid
         await self._claim(image_dir)
@@ -343,36 +297,34 @@ class EmbeddedCatalog:
                 await asyncio.to_thread(shutil.rmtree, image_dir, True)
         raise ImageAlreadyExists(f"image {uuid} already exists or is being imported")
 
-    async def _receive(self, body: AsyncIterator[bytes], limit: int) -> _Sink:
-        """Stream ``body`` into a temp file, batching writes to >= 1 MiB; stop past ``limit``."""
-        tmp = self.root / f".import-{secrets.token_hex(8)}.tmp"
-        sink = await asyncio.to_thread(_Sink, tmp)
-        try:
-            pending: list[bytes] = []
-            pending_size = 0
-            async for chunk in body:
-                if not chunk:
-                    continue
-                pending.append(bytes(chunk))
-                pending_size += len(chunk)
-                if sink.size + pending_size > limit:
-                    raise ImageFileMismatch(f"file is larger than the manifest's size {limit}")
-                if pending_size >= CHUNK_SIZE:
-                    await asyncio.to_thread(sink.write, b"".join(pending))
-                    pending, pending_size = [], 0
-            if pending:
-                await asyncio.to_thread(sink.write, b"".join(pending))
-            await asyncio.to_thread(sink.finish)
-        except BaseException:
-            await asyncio.to_thread(sink.abort)
-            raise
-        return sink
+
+def _check_file(path: Path, expected: ImageFile, read: bool) -> str | None:
+    """What is wrong with the local file ``path`` (``None``: nothing); a worker thread."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return f"missing: no file at {path}"
+    if size != expected.size:
+        return f"size {size} at {path}, recorded {expected.size}"
+    if not read:
+        return None
+    sha1, md5 = hashlib.sha1(), hashlib.md5()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK_SIZE):
+            sha1.update(chunk)
+            md5.update(chunk)
+    if sha1.hexdigest() != expected.sha1:
+        return f"sha1 {sha1.hexdigest()} read from {path}, recorded {expected.sha1}"
+    content_md5 = base64.b64encode(md5.digest()).decode()
+    if content_md5 != expected.content_md5:
+        return f"MD5 {content_md5} read from {path}, recorded {expected.content_md5}"
+    return None
 
 
 def _sweep(root: Path, older_than: float) -> None:
     """Remove temp files and trash left by a crash (a row is the only commit point)."""
     for entry in root.iterdir():
-        if not entry.name.startswith((".import-", ".trash-")):
+        if not entry.name.startswith((SPOOL_PREFIX, ".trash-")):
             continue
         with contextlib.suppress(FileNotFoundError):
             if entry.lstat().st_mtime >= older_than:

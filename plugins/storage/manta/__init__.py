@@ -1,7 +1,8 @@
 """The ``manta`` storage kind: Triton Manta (or ``fake-manta``), signed with the operator's key.
 
 One module a job: ``configuration`` (the ``[storage]`` section), ``target`` (``MantaTarget``),
-``upload`` (a PUT's body, with ``sendfile`` when it can), ``errors`` (Manta's answers as
+``upload`` (a PUT's body, with ``sendfile`` when it can), ``mpu`` (big objects as multipart
+uploads, parts in parallel), ``errors`` (Manta's answers as
 ``StorageError``s) and ``aiohttp_internals`` (every reliance on aiohttp beyond its documented API).
 """
 
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from gateway import hookimpl
 from gateway.httpsig import RequestSigner, load_private_key
 from gateway.storage import StorageTarget
-from plugins.storage.manta.configuration import MantaConfig, key_id_for
+from plugins.storage.manta.configuration import MantaConfig, client_ssl, key_id_for
 from plugins.storage.manta.target import MantaTarget, encode_path
 
 if TYPE_CHECKING:
@@ -42,6 +43,9 @@ class MantaTargetFactory:
         """
         cfg = MantaConfig.from_mapping(config)
         cfg = dataclasses.replace(cfg, key_file=settings.path(cfg.key_file))
+        if cfg.ca_file is not None:  # relative, like key_file; a bad bundle stops the start
+            cfg = dataclasses.replace(cfg, ca_file=settings.path(cfg.ca_file))
+        client_ssl(cfg)
         try:
             key = load_private_key(cfg.key_file)
         except (OSError, ValueError, TypeError) as exc:

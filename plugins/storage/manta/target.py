@@ -5,17 +5,21 @@ the gateway writes into users' trees as the operator, as IMGAPI does. Bodies str
 ways. Idempotent requests are retried with bounded exponential backoff on connection errors,
 timeouts and 503s; an upload restarts from ``body()``. Manta's error bodies become the typed
 ``StorageError``s of ``gateway.storage``. There is no total timeout: a multi-gigabyte upload
-is bounded only by ``connect_timeout`` and by ``read_timeout`` between two reads. An upload
+is bounded by ``connect_timeout``, by ``read_timeout`` between two reads, by the rate floor
+(``min_rate_bytes`` per ``min_rate_window``) on every body sent or received, and by
+``response_timeout`` for each answer's head once the request is out (``ExchangeWatch``). An upload
 waits at most ``continue_timeout`` for ``100 Continue`` and then sends its body anyway, as curl
 does (aiohttp alone would wait forever: its read timeout starts only after the body is sent).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -25,18 +29,28 @@ from yarl import URL
 from gateway import __version__, telemetry
 from gateway.httpsig import RequestSigner
 from gateway.plugin_kit import with_retries
+from gateway.plugin_kit.network import (
+    ConnectionShares,
+    ExchangeWatch,
+    StorageTooSlow,
+    rate_floored,
+    watch_trace_config,
+)
 from gateway.storage import (
     BodyFactory,
+    CopyUnsupported,
     ObjectInfo,
     ObjectNotFound,
     StorageError,
     StorageRequestFailed,
+    StorageTarget,
     StorageUnavailable,
 )
-from plugins.storage.manta.aiohttp_internals import continue_request_class
-from plugins.storage.manta.configuration import MantaConfig
+from plugins.storage.manta.aiohttp_internals import WriterPayload, continue_request_class
+from plugins.storage.manta.configuration import MantaConfig, client_ssl
 from plugins.storage.manta.errors import error_from
-from plugins.storage.manta.upload import Sender, body_sender
+from plugins.storage.manta.mpu import MultipartUpload, discard_partial_uploads
+from plugins.storage.manta.upload import FileSender, Sender, body_sender
 
 log = logging.getLogger(__package__)  # the plugin's logger, whichever module logs
 
@@ -74,6 +88,16 @@ def _is_directory_type(content_type: str | None) -> bool:
     )
 
 
+def iso_seconds(value: object) -> float | None:
+    """A listing's ``mtime`` (ISO 8601, ``Z``) as epoch seconds; ``None`` if unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 class MantaTarget:
     """A ``CopyingTarget`` over Manta's HTTP API (copies are SnapLinks)."""
 
@@ -84,6 +108,10 @@ class MantaTarget:
         self._session: aiohttp.ClientSession | None = None
         #: Local-file bodies go out with sendfile, which needs a plain TCP connection.
         self._sendfile = config.url.startswith("http://")
+        #: No account's requests hold more than ``account_share`` of the pool.
+        self.shares = ConnectionShares(config.max_connections, config.account_share)
+        #: Manta v2's refusal of the first SnapLink: later copies are refused without asking.
+        self._links_refused: CopyUnsupported | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -91,7 +119,7 @@ class MantaTarget:
         """One pooled session; timeouts per connect and per read, never a total one."""
         cfg = self.config
         connector = aiohttp.TCPConnector(
-            limit=cfg.max_connections, ssl=False if cfg.tls_insecure else True
+            limit=cfg.max_connections, ssl=client_ssl(cfg)
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -101,6 +129,7 @@ class MantaTarget:
             auto_decompress=False,
             headers={"User-Agent": f"cloudapi-gateway/{__version__}"},
             request_class=continue_request_class(cfg.continue_timeout),
+            trace_configs=[watch_trace_config()],  # starts each request's ExchangeWatch
         )
 
     async def close(self) -> None:
@@ -135,17 +164,24 @@ class MantaTarget:
         query: Mapping[str, str] | None = None,
         body: BodyFactory | None = None,
         size: int = 0,
+        allowance: float = 0.0,
     ) -> aiohttp.ClientResponse:
         """Send one request, retrying transient failures; return a response whose status is in
         ``ok`` (the caller releases it) or raise the matching StorageError. ``operation`` names
-        it in the storage metrics (``head``, ``put``, ``copy``...)."""
+        it in the storage metrics (``head``, ``put``, ``copy``...). ``allowance``: seconds its
+        answer may take beyond ``response_timeout`` (work Manta does before it answers)."""
         url, signed_path = self._url(path, query)
 
         async def attempt() -> aiohttp.ClientResponse | StorageError:
-            async with body_sender(
-                body, size, sendfile=self._sendfile, stall_timeout=self.config.read_timeout
-            ) as sender:
-                return await self._attempt(method, url, signed_path, path, ok, headers, sender)
+            async with (
+                self.shares.slot(),
+                body_sender(
+                    body, size, sendfile=self._sendfile, stall_timeout=self.config.read_timeout
+                ) as sender,
+            ):
+                return await self._attempt(
+                    method, url, signed_path, path, ok, headers, sender, allowance
+                )
 
         return await with_retries(
             attempt,
@@ -165,19 +201,33 @@ class MantaTarget:
         ok: tuple[int, ...],
         headers: Mapping[str, str] | None,
         sender: Sender | None,
+        allowance: float = 0.0,
     ) -> aiohttp.ClientResponse | StorageError:
         """One signed request: the response if its status is in ``ok``, else the error to raise
         or retry. The body iterator's own exception is raised as it is."""
-        data: Any = sender.payload() if sender is not None else None
+        watch = ExchangeWatch(
+            self.config, what=f"Manta {method} {path}", body=sender is not None, allowance=allowance
+        )
+        data: Any = self._payload(sender, watch) if sender is not None else None
         if sender is None and method in ("PUT", "POST"):
             data = b""
         sent = self.signer.sign(
             method, signed_path, {**(headers or {}), "x-request-id": _request_id()}
         )
         try:
-            response = await self.session.request(
-                method, url, headers=sent, data=data, expect100=sender is not None
-            )
+            async with watch:
+                response = await self.session.request(
+                    method,
+                    url,
+                    headers=sent,
+                    data=data,
+                    expect100=sender is not None,
+                    trace_request_ctx=watch,
+                )
+        except StorageTooSlow as exc:
+            if sender is not None and sender.error is not None:
+                raise sender.error from None
+            return exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             if sender is not None and sender.error is not None:
                 raise sender.error from None
@@ -190,12 +240,33 @@ class MantaTarget:
                 raise sender.error
             return response
         try:
-            error = await error_from(response, method, path)
+            async with asyncio.timeout(self.config.response_timeout):
+                error = await error_from(response, method, path)
+        except TimeoutError:
+            error = StorageTooSlow(
+                f"Manta {method} {path}: no whole error answer within "
+                f"{self.config.response_timeout:g} s",
+                path=path,
+            )
         finally:
             response.release()
         if sender is not None and sender.error is not None:
             raise sender.error
         return error
+
+    @staticmethod
+    def _payload(sender: Sender, watch: ExchangeWatch) -> Any:
+        """What aiohttp sends for ``sender``, telling ``watch`` how the body goes: an iterator's
+        chunks are counted against the rate floor; a ``sendfile`` body (bounded per window by
+        its own stall timeout) starts the answer's clock when it is out."""
+        if isinstance(sender, FileSender):
+
+            async def send_then_wait(writer: Any) -> None:
+                await sender.send(writer)
+                watch.answer_due()
+
+            return WriterPayload(send_then_wait, sender.size)
+        return watch.counting(sender.payload())
 
     async def _delete_quietly(self, path: str) -> None:
         """Best-effort removal of what a failed upload may have left."""
@@ -260,7 +331,8 @@ class MantaTarget:
 
     async def _stream(self, path: str, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         try:
-            async for chunk in response.content.iter_chunked(CHUNK_SIZE):
+            chunks = response.content.iter_chunked(CHUNK_SIZE)
+            async for chunk in rate_floored(chunks, self.config, what=f"Manta GET {path}"):
                 yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise StorageUnavailable(f"Manta stopped sending {path}: {exc!r}", path=path) from exc
@@ -302,7 +374,8 @@ class MantaTarget:
             rows = 0
             last: str | None = None
             try:
-                async for line in response.content:
+                lines = rate_floored(response.content, self.config, what=f"Manta list {path}")
+                async for line in lines:
                     if not line.strip():
                         continue
                     rows += 1
@@ -319,6 +392,7 @@ class MantaTarget:
                         content_md5=entry.get("contentMD5"),
                         etag=entry.get("etag"),
                         content_type=entry.get("contentType"),
+                        modified=iso_seconds(entry.get("mtime")),
                     )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise StorageUnavailable(f"Manta stopped listing {path}: {exc!r}") from exc
@@ -340,7 +414,13 @@ class MantaTarget:
         content_md5: str | None,
         content_type: str,
     ) -> ObjectInfo:
-        """Streaming PUT with Content-Length, Content-MD5 and ``Expect: 100-continue``."""
+        """Streaming PUT with Content-Length, Content-MD5 and ``Expect: 100-continue``; at or
+        above ``multipart_threshold`` a multipart upload, parts in parallel (``mpu``)."""
+        if size > 0 and size >= self.config.multipart_threshold:
+            upload = MultipartUpload(
+                self, path, body, size=size, content_md5=content_md5, content_type=content_type
+            )
+            return await upload.run()
         headers = {
             "Accept": "application/json",
             "Content-Type": content_type,
@@ -362,13 +442,30 @@ class MantaTarget:
             headers=dict(response.headers),
         )
 
+    def can_copy_from(self, source: StorageTarget) -> bool:
+        """This Manta as this account: a SnapLink's source must be readable by its writer."""
+        if source is self:
+            return True
+        return isinstance(source, MantaTarget) and (source.config.url, source.config.user) == (
+            self.config.url,
+            self.config.user,
+        )
+
+    async def discard_partial_uploads(self, path: str) -> int:
+        """Abort the multipart uploads to ``path`` that a dead writer left open
+        (``PartialUploadsTarget``)."""
+        return await discard_partial_uploads(self, path)
+
     async def copy_object(self, source: str, destination: str) -> ObjectInfo:
         """A SnapLink, as ``mln`` makes it: ``PUT destination`` with the link content type, the
         encoded source path in ``Location`` and no body; then a HEAD describes the new object.
 
-        Manta v2 refuses every link (``CopyUnsupported``); a missing source is a 404
-        SourceObjectNotFound, a directory source a 400 LinkNotObject (``StorageRequestFailed``).
+        Manta v2 refuses every link (``CopyUnsupported``), and is not asked again once it has;
+        a missing source is a 404 SourceObjectNotFound, a directory source a 400 LinkNotObject
+        (``StorageRequestFailed``).
         """
+        if self._links_refused is not None:
+            raise CopyUnsupported(self._links_refused.message, path=destination)
         headers = {
             "Accept": "application/json",
             "Content-Type": PUT_LINK_TYPE,
@@ -379,6 +476,9 @@ class MantaTarget:
             response = await self._request(
                 "PUT", destination, operation="copy", ok=(200, 201, 204), headers=headers
             )
+        except CopyUnsupported as exc:
+            self._links_refused = exc
+            raise
         except ObjectNotFound as exc:  # SourceObjectNotFound: the error is about the source
             raise ObjectNotFound(f"{source} was not found", path=source) from exc
         except StorageRequestFailed as exc:

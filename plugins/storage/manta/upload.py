@@ -5,13 +5,18 @@ A body that offers a local file (``LocalFileBody``, the export's image file) goe
 them. Its last byte waits for the producer's verdict, and every ``SENDFILE_WINDOW`` must leave
 within ``read_timeout``, so a Manta that stops reading mid-body fails the attempt. Any other
 body streams from its iterator, its last chunk held back until the iterator has ended cleanly.
+A ``FileRange`` (one part of a multipart upload) goes out with ``sendfile`` as well, from its
+offset, and with nothing held back: a part is not visible until the upload is committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import BinaryIO
 
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
@@ -22,6 +27,36 @@ from plugins.storage.manta.aiohttp_internals import WriterPayload, headers_sent
 
 #: A local-file body goes out in sendfile calls of this size, each bounded by ``read_timeout``.
 SENDFILE_WINDOW = 8 * 1024 * 1024
+#: Read size of a ``FileRange`` that cannot go out with ``sendfile`` (over TLS).
+RANGE_READ = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FileRange:
+    """``length`` bytes of a local file from ``offset``: a body that can be sent again.
+
+    Sent with ``sendfile`` where the connection allows it; called, it reads the range with
+    positional reads in a thread (the file's offset is shared by the parts sent at once).
+    """
+
+    file: BinaryIO
+    offset: int
+    length: int
+
+    async def __call__(self) -> AsyncIterator[bytes]:
+        fd = self.file.fileno()
+        done = 0
+        while done < self.length:
+            want = min(RANGE_READ, self.length - done)
+            chunk = await asyncio.to_thread(os.pread, fd, want, self.offset + done)
+            if not chunk:
+                return  # a short file: the size check reports it
+            done += len(chunk)
+            yield chunk
+
+
+async def _no_verdict() -> None:
+    """A part has nothing to wait for: the upload's commit waits for the producer."""
 
 
 class IteratorSender:
@@ -50,9 +85,13 @@ class FileSender:
     (``verified``) has passed, and keeps the producer's own exception in ``error``.
     """
 
-    def __init__(self, local: LocalFile, size: int, stall_timeout: float) -> None:
+    def __init__(
+        self, local: LocalFile, size: int, stall_timeout: float, *, offset: int = 0
+    ) -> None:
         self.local = local
         self.size = size
+        #: Where the body starts in the file (a multipart upload's part).
+        self.offset = offset
         #: Longest wait for one ``SENDFILE_WINDOW`` to go out: a Manta that stops reading
         #: mid-body fails the attempt instead of holding it forever.
         self.stall_timeout = stall_timeout
@@ -74,7 +113,7 @@ class FileSender:
             )
         transport = await headers_sent(writer)
         head = max(self.size - 1, 0)
-        sent = await self._sendfile(transport, 0, head)
+        sent = await self._sendfile(transport, self.offset, head)
         try:
             await self.local.verified()  # a short file is the producer's error first
         except Exception as exc:
@@ -84,7 +123,7 @@ class FileSender:
                 StorageRequestFailed(f"the body ended after {sent} of {self.size} bytes")
             )
         if self.size:
-            await self._sendfile(transport, head, 1)
+            await self._sendfile(transport, self.offset + head, 1)
 
     async def _sendfile(self, transport: asyncio.WriteTransport, offset: int, count: int) -> int:
         """Send ``count`` bytes from ``offset`` in windows; returns how many the file had."""
@@ -116,6 +155,10 @@ async def body_sender(
     is possible (plain TCP: it cannot go through TLS), else from its iterator."""
     if body is None:
         yield None
+        return
+    if sendfile and isinstance(body, FileRange):
+        part = LocalFile(file=body.file, size=body.length, verified=_no_verdict)
+        yield FileSender(part, size, stall_timeout, offset=body.offset)
         return
     if sendfile and isinstance(body, LocalFileBody):
         async with body.local_file() as local:

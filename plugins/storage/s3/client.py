@@ -25,13 +25,18 @@ def session_for(profile: str | None) -> AioSession:
     return session
 
 
+def pool_size(cfg: S3Config) -> int:
+    """Connections the client keeps: two per part in flight, at least ten."""
+    return max(10, cfg.max_concurrency * 2)
+
+
 def create_client(cfg: S3Config) -> AbstractAsyncContextManager[Any]:
     """The S3 client for ``cfg``, to be entered (it owns its aiohttp connection pool)."""
     aio_config = AioConfig(
         region_name=cfg.region,
         connect_timeout=cfg.connect_timeout,
         read_timeout=cfg.read_timeout,
-        max_pool_connections=max(10, cfg.max_concurrency * 2),
+        max_pool_connections=pool_size(cfg),
         # The target retries itself (``with_retries``): no botocore retries, no aiohttp resends.
         retries={"total_max_attempts": 1, "mode": "standard"},
         http_session_cls=NoResendSession,

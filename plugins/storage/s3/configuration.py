@@ -35,7 +35,7 @@ class S3Config(NetworkSettings):
     part_size: int = 16 * MiB
     max_concurrency: int = 4
     #: Objects up to this size are copied with one CopyObject, bigger ones part by part.
-    copy_multipart_threshold: int = 1024 * MiB
+    copy_multipart_threshold: int = 5 * 1024 * MiB  # S3's CopyObject limit
     copy_part_size: int = 512 * MiB
     retries: int = field(default=4, kw_only=True)
     #: SigV4-sign the body's SHA-256 (botocore hashes it on the event loop). Off: the body is

@@ -55,7 +55,7 @@ class Copy:
         size: int = head["ContentLength"]
         condition = {"CopySourceIfMatch": head["ETag"]} if head.get("ETag") else {}
         if size <= self.target.config.copy_multipart_threshold:
-            new_etag = await self._copy_single(condition)
+            new_etag = await self._copy_single(condition, size)
         else:
             new_etag = await self._copy_multipart(head, source, size, condition)
         return ObjectInfo(
@@ -79,14 +79,15 @@ class Copy:
             )
         raise ObjectNotFound(f"{self.source} was not found", path=self.source)
 
-    async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, make: Callable[[], Awaitable[T]], size: int) -> T:
         """``target.call`` for a request that reads the source and writes the destination.
 
         Such a request's 404 ``NoSuchKey`` is about the source, and its 412 means the source's
-        ETag is no longer the one the copy started from.
+        ETag is no longer the one the copy started from. S3 answers once it has copied the
+        ``size`` bytes: the answer's deadline allows their time at the rate floor.
         """
         try:
-            return await self.target.call(self.destination, make, operation="copy")
+            return await self.target.call(self.destination, make, operation="copy", size=size)
         except ObjectNotFound as exc:
             raise ObjectNotFound(f"{self.source} was not found", path=self.source) from exc
         except StorageRequestFailed as exc:
@@ -101,7 +102,7 @@ class Copy:
     def _copy_source(self) -> dict[str, str]:
         return {"Bucket": self.target.config.bucket, "Key": self.source_key}
 
-    async def _copy_single(self, condition: Mapping[str, str]) -> str | None:
+    async def _copy_single(self, condition: Mapping[str, str], size: int) -> str | None:
         """One CopyObject; ``COPY`` keeps the source's content type and MD5 metadata."""
         response = await self._call(
             lambda: self.target.client.copy_object(
@@ -110,7 +111,8 @@ class Copy:
                 CopySource=self._copy_source(),
                 MetadataDirective="COPY",
                 **condition,
-            )
+            ),
+            size,
         )
         result: str | None = response.get("CopyObjectResult", {}).get("ETag")
         return result
@@ -185,7 +187,8 @@ class Copy:
                 CopySource=self._copy_source(),
                 CopySourceRange=f"bytes={start}-{end}",
                 **condition,
-            )
+            ),
+            end - start + 1,
         )
         part_etag: str = response["CopyPartResult"]["ETag"]
         return part_etag

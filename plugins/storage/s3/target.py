@@ -18,8 +18,21 @@ from botocore.exceptions import BotoCoreError
 
 from gateway import telemetry
 from gateway.plugin_kit import content_md5, with_retries
-from gateway.storage import BodyFactory, ObjectInfo, ObjectNotFound, StorageError
-from plugins.storage.s3.client import create_client
+from gateway.plugin_kit.network import (
+    ConnectionShares,
+    ExchangeWatch,
+    StorageTooSlow,
+    body_allowance,
+    rate_floored,
+)
+from gateway.storage import (
+    BodyFactory,
+    ObjectInfo,
+    ObjectNotFound,
+    StorageError,
+    StorageTarget,
+)
+from plugins.storage.s3.client import create_client, pool_size
 from plugins.storage.s3.configuration import S3Config
 from plugins.storage.s3.copy import Copy
 from plugins.storage.s3.errors import map_error
@@ -51,6 +64,8 @@ class S3Target:
         self.public_url = config.public_url
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
+        #: No account's calls hold more than ``account_share`` of the pool.
+        self.shares = ConnectionShares(pool_size(config), config.account_share)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -78,16 +93,32 @@ class S3Target:
     # --- plumbing ----------------------------------------------------------------------------
 
     async def call(
-        self, path: str | None, make: Callable[[], Awaitable[T]], *, operation: str
+        self,
+        path: str | None,
+        make: Callable[[], Awaitable[T]],
+        *,
+        operation: str,
+        size: int = 0,
     ) -> T:
         """Run one idempotent S3 call, retrying throttling/5xx/connection errors with backoff.
 
-        ``operation`` names it in the storage metrics (``head``, ``put``, ``copy``...).
+        ``operation`` names it in the storage metrics (``head``, ``put``, ``copy``...). Each
+        attempt must be answered within ``response_timeout``, plus the time its ``size`` body
+        bytes take at the rate floor (botocore sends a bytes body whole, then reads the answer
+        whole, streaming bodies of ``get_object`` excepted: ``_stream`` floors those).
         """
+        allowance = body_allowance(self.config, size)
 
         async def attempt() -> T | StorageError:
             try:
-                return await make()
+                async with (
+                    self.shares.slot(),
+                    ExchangeWatch(self.config, what=f"S3 {operation} {path}") as watch,
+                ):
+                    watch.answer_due(allowance)
+                    return await make()
+            except StorageTooSlow as exc:
+                return exc
             except Exception as exc:
                 error = map_error(exc, path, self.config.bucket)
                 error.__cause__ = exc  # as ``raise error from exc`` would
@@ -156,7 +187,8 @@ class S3Target:
     async def _stream(self, path: str, body: Any) -> AsyncIterator[bytes]:
         """Yield the body in chunks, closing the response however the caller stops."""
         try:
-            async for chunk in body.iter_chunks(256 * 1024):
+            chunks = body.iter_chunks(256 * 1024)
+            async for chunk in rate_floored(chunks, self.config, what=f"S3 GET {path}"):
                 yield chunk
         except (TimeoutError, aiohttp.ClientError, BotoCoreError, OSError) as exc:
             raise map_error(exc, path, self.config.bucket) from exc
@@ -209,6 +241,8 @@ class S3Target:
                         size=item.get("Size"),
                         etag=etag.strip('"') if etag else None,
                         content_md5=etag_md5(etag),
+                        modified=modified.timestamp() if (modified := item.get("LastModified"))
+                        else None,
                     )
                 )
             for entry in sorted(entries, key=lambda e: e.path):
@@ -276,6 +310,19 @@ class S3Target:
                 return found
             query["KeyMarker"] = page.get("NextKeyMarker", "")
             query["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+
+    def can_copy_from(self, source: StorageTarget) -> bool:
+        """The same bucket at the same endpoint with the same credentials (copies name their
+        source by key in this bucket)."""
+        if source is self:
+            return True
+        if not isinstance(source, S3Target):
+            return False
+        mine, theirs = self.config, source.config
+        return all(
+            getattr(mine, name) == getattr(theirs, name)
+            for name in ("bucket", "endpoint_url", "region", "access_key", "profile")
+        )
 
     async def copy_object(self, source: str, destination: str) -> ObjectInfo:
         """One CopyObject up to ``copy_multipart_threshold``, UploadPartCopy parts above it."""

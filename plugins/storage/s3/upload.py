@@ -49,8 +49,9 @@ class Upload:
             return await self._put_single()
         return await self._put_multipart()
 
-    def _call(self, make: Callable[[], Awaitable[T]]) -> Awaitable[T]:
-        return self.target.call(self.path, make, operation="put")
+    def _call(self, make: Callable[[], Awaitable[T]], size: int = 0) -> Awaitable[T]:
+        """One ``put`` call; ``size``: the bytes it sends (its deadline allows their time)."""
+        return self.target.call(self.path, make, operation="put", size=size)
 
     def _check(self, md5: str) -> None:
         """Refuse a body whose MD5 is not the one the caller announced."""
@@ -77,7 +78,8 @@ class Upload:
                 ContentMD5=md5,
                 ContentType=self.content_type,
                 Metadata={MD5_METADATA: md5},
-            )
+            ),
+            size=self.size,
         )
         return written(self.path, self.size, md5, response.get("ETag"), self.content_type)
 
@@ -128,7 +130,8 @@ class Upload:
                         Body=data,
                         ContentLength=len(data),
                         ContentMD5=md5,
-                    )
+                    ),
+                    size=len(data),
                 )
                 results[number] = response["ETag"]
             finally:
