@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.plugin_kit import ExactSizeBody, content_md5, exact_size_body
+from gateway.plugin_kit.groups import most_telling
 from gateway.storage import (
     BodyFactory,
     ChecksumMismatch,
@@ -41,7 +42,6 @@ from gateway.storage import (
     ObjectInfo,
     ObjectNotFound,
     ParentNotDirectory,
-    StorageError,
     StorageRequestFailed,
 )
 from plugins.storage.manta.configuration import MAX_PARTS
@@ -493,25 +493,6 @@ async def abort_upload(target: MantaTarget, directory: str, path: str) -> None:
         response.release()
     except Exception as exc:  # the original failure matters more; say that this one happened
         log.warning("could not abort multipart upload %s of %s: %s", directory, path, exc)
-
-
-def most_telling(failures: BaseExceptionGroup) -> BaseException:
-    """The exception to re-raise from a failed group of part requests: a StorageError first."""
-    flat: list[BaseException] = []
-
-    def walk(group: BaseExceptionGroup) -> None:
-        for exc in group.exceptions:
-            if isinstance(exc, BaseExceptionGroup):
-                walk(exc)
-            else:
-                flat.append(exc)
-
-    walk(failures)
-    for kind in (StorageError, Exception):
-        for exc in flat:
-            if isinstance(exc, kind):
-                return exc
-    return flat[0]
 
 
 async def discard_partial_uploads(target: MantaTarget, path: str) -> int:

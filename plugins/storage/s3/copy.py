@@ -14,11 +14,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from gateway.plugin_kit.groups import most_telling
 from gateway.storage import ObjectInfo, ObjectNotFound, StorageRequestFailed
 from plugins.storage.s3.configuration import MAX_PARTS
 from plugins.storage.s3.keys import is_root
 from plugins.storage.s3.objects import MD5_METADATA, from_head
-from plugins.storage.s3.upload import abort_multipart, most_telling
+from plugins.storage.s3.upload import abort_multipart
 
 if TYPE_CHECKING:
     from plugins.storage.s3.target import S3Target

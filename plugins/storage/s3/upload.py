@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.plugin_kit import ExactSizeBody, content_md5, exact_size_body
-from gateway.storage import BodyFactory, ChecksumMismatch, ObjectInfo, StorageError
+from gateway.plugin_kit.groups import most_telling
+from gateway.storage import BodyFactory, ChecksumMismatch, ObjectInfo
 from plugins.storage.s3.configuration import MAX_PARTS
 from plugins.storage.s3.objects import MD5_METADATA, written
 
@@ -205,25 +206,6 @@ def _most_telling(failures: BaseExceptionGroup, checked: ExactSizeBody) -> BaseE
     if checked.own_error is not None:
         return checked.own_error
     return most_telling(failures)
-
-
-def most_telling(failures: BaseExceptionGroup) -> BaseException:
-    """The exception to re-raise from a failed group of part requests: a StorageError first."""
-    flat: list[BaseException] = []
-
-    def walk(group: BaseExceptionGroup) -> None:
-        for exc in group.exceptions:
-            if isinstance(exc, BaseExceptionGroup):
-                walk(exc)
-            else:
-                flat.append(exc)
-
-    walk(failures)
-    for kind in (StorageError, Exception):
-        for exc in flat:
-            if isinstance(exc, kind):
-                return exc
-    return flat[0]
 
 
 async def _hash(data: bytes, whole: Any = None) -> str:
