@@ -13,10 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,6 +26,7 @@ from gateway.server.journal import SQLiteJournal
 from gateway.storage import PartialUploadsTarget
 from tests.export.test_export_safety import assert_clean, blob, holding
 from tests.support.export_env import ExportEnv, make_env
+from tests.support.serve_process import ServeProcess, settings_env
 from tests.support.storage_targets import open_target
 
 #: The on-disk fake Manta with SnapLinks (v1) and without (v2), and S3 on moto.
@@ -43,57 +40,12 @@ SWEEP = 0.25
 STALL = 1.5
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class GatewayProcess:
+class GatewayProcess(ServeProcess):
     """``python -m gateway serve`` on the test's data directory and storage, on loopback."""
 
     def __init__(self, data_dir: Path, storage: dict[str, Any], log: Path, **settings: Any):
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self.env = dict(os.environ)
-        for key, value in storage.items():
-            text = str(value).lower() if isinstance(value, bool) else str(value)
-            self.env[f"CLOUDAPI_GATEWAY_STORAGE__{key.upper()}"] = text
-        for key, value in {"lease_seconds": LEASE, "sweep_interval": SWEEP, **settings}.items():
-            self.env[f"CLOUDAPI_GATEWAY_{key.upper()}"] = str(value)
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gateway", "serve", "--data-dir", str(self.data_dir),
-                "--host", "127.0.0.1", "--port", str(self.port),
-                env=self.env, stdout=log, stderr=log,
-            )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                assert self.process.returncode is None, self.log.read_text()
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            return
-        raise AssertionError(f"gateway did not start:\n{self.log.read_text()}")
-
-    async def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        await self.process.wait()
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.terminate()
-            await self.process.wait()
+        env = settings_env(storage, lease_seconds=LEASE, sweep_interval=SWEEP, **settings)
+        super().__init__(data_dir, env, log)
 
     async def export(self, env: ExportEnv, image: Image, manta_path: str) -> tuple[int, Any]:
         path = f"/bob/images/{image.uuid}?action=export&manta_path={manta_path}"

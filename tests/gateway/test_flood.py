@@ -30,10 +30,10 @@ from gateway.settings import Settings
 from tests.support.flood import (
     GatewayProcess,
     flood_setup,
-    free_port,
     raise_own_fd_limit,
     run_flood,
 )
+from tests.support.serve_process import free_port
 
 #: Generous bounds: the box is loaded; a deadline that is not enforced never ends these waits.
 PATIENCE = 20.0

@@ -17,8 +17,6 @@ import asyncio
 import itertools
 import json
 import os
-import signal
-import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -30,6 +28,7 @@ import aiohttp
 import asyncpg
 
 from gateway.httpsig import RequestSigner
+from tests.support.serve_process import ServeProcess
 from tests.support.storage_targets import TargetHarness
 
 #: Seconds an export's journal lease lasts, and how often each instance's sweeper looks.
@@ -40,13 +39,6 @@ SWEEP = 0.25
 REFRESH = 1.0
 #: Where the object-store catalog keeps image files (the operator's tree, as IMGAPI does).
 IMAGES_PREFIX = "/operator/stor/imgapi"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def environment(harness: TargetHarness, database_url: str) -> dict[str, str]:
@@ -79,52 +71,11 @@ async def cli(env: Mapping[str, str], data_dir: Path, *args: str) -> str:
     return out.decode()
 
 
-class Instance:
+class Instance(ServeProcess):
     """One ``python -m gateway serve`` process with a data dir of its own."""
 
     def __init__(self, name: str, env: Mapping[str, str], workdir: Path) -> None:
-        self.name = name
-        self.env = dict(env)
-        self.data_dir = workdir / name
-        self.log = workdir / f"{name}.log"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gateway", "serve", "--data-dir", str(self.data_dir),
-                "--host", "127.0.0.1", "--port", str(self.port),
-                env=self.env, stdout=log, stderr=log,
-            )  # fmt: skip
-        deadline = time.monotonic() + 60
-        async with aiohttp.ClientSession() as session:
-            while True:
-                assert self.process.returncode is None, self.log.read_text()
-                try:
-                    async with session.get(f"{self.url}/--ping") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientConnectionError:
-                    pass
-                assert time.monotonic() < deadline, f"{self.name} did not start"
-                await asyncio.sleep(0.05)
-
-    async def kill(self) -> None:
-        """``kill -9``: no shutdown code runs, the journal lease is left behind."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        await self.process.wait()
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), 30)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
+        super().__init__(workdir / name, env, workdir / f"{name}.log", name=name)
 
 
 @dataclass

@@ -18,7 +18,6 @@ import json
 import os
 import resource
 import signal
-import socket
 import statistics
 import sys
 import time
@@ -36,14 +35,8 @@ from gateway.server.app import create_app
 from gateway.server.appkeys import CATALOG
 from gateway.settings import Settings
 from tests.support.helpers import _chunks, add_caller, make_manifest
+from tests.support.serve_process import ServeProcess, settings_env
 from tests.support.storage_targets import TargetHarness, manta_target
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def raise_own_fd_limit() -> int:
@@ -88,42 +81,17 @@ def _limit_descriptors(limit: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
 
-class GatewayProcess:
+class GatewayProcess(ServeProcess):
     """``python -m gateway serve`` with at most ``fd_limit`` descriptors, logging to a file."""
 
     def __init__(self, setup: FloodSetup, log: Path, *, fd_limit: int, **settings: Any) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
+        env = settings_env(
+            setup.harness.storage, metrics__listen="", drain_seconds=0, **settings
+        )
+        super().__init__(
+            setup.data_dir, env, log, preexec_fn=lambda: _limit_descriptors(fd_limit)
+        )
         self.fd_limit = fd_limit
-        self.data_dir = setup.data_dir
-        self.env = dict(os.environ)
-        for key, value in setup.harness.storage.items():
-            self.env[f"CLOUDAPI_GATEWAY_STORAGE__{key.upper()}"] = str(value)
-        self.env["CLOUDAPI_GATEWAY_METRICS__LISTEN"] = ""
-        self.env["CLOUDAPI_GATEWAY_DRAIN_SECONDS"] = "0"
-        for key, value in settings.items():
-            self.env[f"CLOUDAPI_GATEWAY_{key.upper()}"] = str(value)
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gateway", "serve", "--data-dir", str(self.data_dir),
-                "--host", "127.0.0.1", "--port", str(self.port),
-                env=self.env, stdout=log, stderr=log,
-                preexec_fn=lambda: _limit_descriptors(self.fd_limit),
-            )  # fmt: skip
-        deadline = time.monotonic() + 60
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                assert self.process.returncode is None, self.log.read_text()
-                with contextlib.suppress(aiohttp.ClientError, OSError):
-                    async with session.get(self.url + "/--ping") as response:
-                        if response.status == 200:
-                            return
-                await asyncio.sleep(0.1)
-        raise AssertionError(f"gateway did not start:\n{self.log.read_text()}")
 
     def descriptor_limits(self) -> str:
         """The ``Max open files`` line of the process's limits, as the kernel reports it."""
@@ -131,14 +99,8 @@ class GatewayProcess:
         limits = Path(f"/proc/{self.process.pid}/limits").read_text()
         return next(line for line in limits.splitlines() if line.startswith("Max open files"))
 
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(self.process.wait(), 30)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
+    async def stop(self, sig: int = signal.SIGINT) -> None:
+        await super().stop(sig)
 
 
 #: The repository's root: where ``python -m tests.support.flood_attack`` runs.
