@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
 import sys
 import time
 from collections.abc import Mapping
@@ -28,7 +27,7 @@ import aiohttp
 import asyncpg
 
 from gateway.httpsig import RequestSigner
-from tests.support.serve_process import ServeProcess
+from tests.support.serve_process import ServeProcess, settings_env
 from tests.support.storage_targets import TargetHarness
 
 #: Seconds an export's journal lease lasts, and how often each instance's sweeper looks.
@@ -43,18 +42,14 @@ IMAGES_PREFIX = "/operator/stor/imgapi"
 
 def environment(harness: TargetHarness, database_url: str) -> dict[str, str]:
     """The configuration every instance and every CLI command of a test shares."""
-    env = dict(os.environ)
-    for key, value in harness.storage.items():
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        env[f"CLOUDAPI_GATEWAY_STORAGE__{key.upper()}"] = text
+    env = settings_env(
+        harness.storage, lease_seconds=LEASE, sweep_interval=SWEEP, database_url=database_url
+    )
     env.update(
         {
-            "CLOUDAPI_GATEWAY_DATABASE_URL": database_url,
             "CLOUDAPI_GATEWAY_DATABASE__REFRESH_INTERVAL": str(REFRESH),
             "CLOUDAPI_GATEWAY_CATALOG__KIND": "objectstore",
             "CLOUDAPI_GATEWAY_CATALOG__PREFIX": IMAGES_PREFIX,
-            "CLOUDAPI_GATEWAY_LEASE_SECONDS": str(LEASE),
-            "CLOUDAPI_GATEWAY_SWEEP_INTERVAL": str(SWEEP),
         }
     )
     return env

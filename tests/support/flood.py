@@ -85,9 +85,7 @@ class GatewayProcess(ServeProcess):
     """``python -m gateway serve`` with at most ``fd_limit`` descriptors, logging to a file."""
 
     def __init__(self, setup: FloodSetup, log: Path, *, fd_limit: int, **settings: Any) -> None:
-        env = settings_env(
-            setup.harness.storage, metrics__listen="", drain_seconds=0, **settings
-        )
+        env = settings_env(setup.harness.storage, drain_seconds=0, **settings)
         super().__init__(
             setup.data_dir, env, log, preexec_fn=lambda: _limit_descriptors(fd_limit)
         )

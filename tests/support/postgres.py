@@ -221,7 +221,7 @@ async def serving_gateway(
         **os.environ,
         "CLOUDAPI_GATEWAY_DATABASE_URL": database_url,
         "CLOUDAPI_GATEWAY_DRAIN_SECONDS": "0",
-        "CLOUDAPI_GATEWAY_METRICS__LISTEN": "127.0.0.1:0",
+        "CLOUDAPI_GATEWAY_METRICS__LISTEN": "",  # ":0" could take the port chosen above
         **env,
     }
     proc = await asyncio.create_subprocess_exec(

@@ -62,7 +62,10 @@ class ServeProcess:
     ) -> None:
         self.name = name
         self.data_dir = data_dir
-        self.env = dict(env)
+        # No Prometheus listener: a child binding "127.0.0.1:0" for it can be handed the very
+        # port free_port() just chose for its requests (it happened), and no suite here
+        # scrapes these children.
+        self.env = {**env, "CLOUDAPI_GATEWAY_METRICS__LISTEN": ""}
         self.log = log
         self.preexec_fn = preexec_fn
         self.port = free_port()
