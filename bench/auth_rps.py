@@ -4,9 +4,12 @@ One run starts the real gateway (``create_app`` on a temporary data dir, one acc
 key, one imported image) in this process, and a load generator in a separate process: an
 aiohttp client with N concurrent keep-alive workers on loopback. Rounds alternate ``GET
 /--ping`` and a signed ``GET /<login>/images/<uuid>``; the report gives the median of each and
-their ratio. The client signs once per Date second (a real client signs every request; this
-keeps the client's signing cost out of the server's measurement), and the server verifies
-every request in full.
+their ratio. The client signs once per Date second (a real client signs every request, but
+with RSA the signature of one Date is the same bytes each time; this keeps the client's signing
+cost out of the server's measurement). The server parses and checks every request (Date, clock
+skew, keyId, key, the signing string), and verifies a signature it has not verified with that
+key before (``gateway.server.key_cache``). ``--sign-each-request --key ecdsa`` makes every
+signature new (ECDSA signatures are randomized), so every request pays a verification.
 
 The load generator shares the machine's cores with the server, so each measurement also
 records the server process's own CPU time (all its threads): requests per server CPU-second
@@ -18,6 +21,7 @@ starts a throwaway cluster and prints such a URL).
 
     python bench/auth_rps.py [--rounds 5] [--duration 3] [--concurrency 16] [--key rsa]
                              [--database-url URL] [--without-key-cache]
+                             [--sign-each-request]
 """
 
 from __future__ import annotations
@@ -70,15 +74,23 @@ def free_port() -> int:
 
 
 async def _load(
-    url: str, path: str, signer: httpsig.RequestSigner | None, duration: float, concurrency: int
+    url: str,
+    path: str,
+    signer: httpsig.RequestSigner | None,
+    duration: float,
+    concurrency: int,
+    each: bool = False,
 ) -> dict[str, float]:
-    """Hammer ``url + path`` with ``concurrency`` workers for ``duration`` seconds."""
+    """Hammer ``url + path`` with ``concurrency`` workers for ``duration`` seconds; ``each``:
+    sign every request anew instead of once per Date second."""
     cache: dict[str, dict[str, str]] = {}
 
     def headers() -> dict[str, str]:
         if signer is None:
             return {}
         date = formatdate(usegmt=True)
+        if each:
+            return signer.sign("GET", path, {"Date": date})
         if date not in cache:
             cache.clear()
             cache[date] = signer.sign("GET", path, {"Date": date})
@@ -117,7 +129,14 @@ def loadgen_main(conn: Connection, key_pem: bytes, key_id: str) -> None:
             return
         signer = httpsig.RequestSigner(key, key_id) if job["signed"] else None
         result = asyncio.run(
-            _load(job["url"], job["path"], signer, job["duration"], job["concurrency"])
+            _load(
+                job["url"],
+                job["path"],
+                signer,
+                job["duration"],
+                job["concurrency"],
+                job["sign_each_request"],
+            )
         )
         conn.send(result)
 
@@ -216,6 +235,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                 "signed": signed,
                                 "duration": args.duration,
                                 "concurrency": args.concurrency,
+                                "sign_each_request": args.sign_each_request,
                             }
                         )
                         cpu = time.process_time()
@@ -243,6 +263,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "database": "postgresql" if args.database_url else "sqlite",
         "key_cache": not args.without_key_cache,
+        "sign_each_request": args.sign_each_request,
         "key": args.key,
         "algorithm": httpsig.default_algorithm(key),
         "concurrency": args.concurrency,
@@ -273,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         "--without-key-cache",
         action="store_true",
         help="A/B baseline: no verified-key cache (every request asks the account store)",
+    )
+    parser.add_argument(
+        "--sign-each-request",
+        action="store_true",
+        help="the client signs every request anew (with --key ecdsa every signature differs, "
+        "so the server verifies every one: no remembered signatures)",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON only")
     args = parser.parse_args(argv)

@@ -193,7 +193,8 @@ async def _credentials(
 
 async def _authenticate(request: web.Request) -> Account:
     now = datetime.now(UTC)
-    clock_skew = request.config_dict[SETTINGS].clock_skew
+    config = request.config_dict  # a new ChainMapProxy each time it is asked for
+    clock_skew = config[SETTINGS].clock_skew
     headers = _node_headers(request)
 
     # lib/authorization.js: the header must split into scheme and credentials.
@@ -240,7 +241,7 @@ async def _authenticate(request: web.Request) -> Account:
     login, key_name = parts[1], parts[3]
 
     # A keyId that verified recently needs no store lookup (gateway.server.key_cache).
-    cache = request.config_dict.get(KEY_CACHE)
+    cache = config.get(KEY_CACHE)
     fill_stamp: int | None = None
     cached = cache.get(parsed.key_id) if cache is not None else None
     if cached is not None:
@@ -249,13 +250,20 @@ async def _authenticate(request: web.Request) -> Account:
         fill_stamp = cache.fill_stamp() if cache is not None else None
         account, public = await _credentials(request, login, key_name)
 
-    if not signatures.verify_bytes(
-        public,
-        parsed.algorithm,
-        parsed.signing_string.encode("utf-8", "surrogateescape"),
-        parsed.signature,
-    ):
-        raise InvalidCredentials(INVALID_CREDS)
+    # A signature this key verified before (same string, same bytes) needs no second check.
+    seen = cached is not None and cached.verified(
+        parsed.algorithm, parsed.signing_string, parsed.signature
+    )
+    if not seen:
+        if not signatures.verify_bytes(
+            public,
+            parsed.algorithm,
+            parsed.signing_string.encode("utf-8", "surrogateescape"),
+            parsed.signature,
+        ):
+            raise InvalidCredentials(INVALID_CREDS)
+        if cached is not None:
+            cached.remember(parsed.algorithm, parsed.signing_string, parsed.signature)
     if cache is not None and fill_stamp is not None:
         cache.put(parsed.key_id, account, public, fill_stamp)
 

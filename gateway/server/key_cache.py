@@ -28,7 +28,7 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -49,6 +49,7 @@ __all__ = [
     "ENTRY_LIMIT",
     "KEY_CACHE",
     "SETTLE_MARGIN",
+    "SIGNATURE_LIMIT",
     "ChangeWatch",
     "KeyCache",
     "PolledCounterWatch",
@@ -63,13 +64,37 @@ log = logging.getLogger(__name__)
 ENTRY_LIMIT = 10_000
 
 
+#: Verified signatures remembered per key before that key's memory starts over.
+SIGNATURE_LIMIT = 256
+
+
 @dataclass(frozen=True)
 class VerifiedKey:
-    """What a keyId resolved to when a signature made with it last verified."""
+    """What a keyId resolved to when a signature made with it last verified, and the
+    signatures it has verified since.
+
+    A client signs the Date, so every request it sends within one second carries the same
+    signing string and (RSA and Ed25519 signatures being deterministic) the same signature.
+    Verifying is a pure function of key, algorithm, signing string and signature, so a
+    triple that verified once verifies again: it is remembered and not checked a second
+    time. The clock-skew check still runs on every request, and the memory goes with the
+    entry whenever the account data changes.
+    """
 
     account: Account
     public_key: httpsig.PublicKey
     stamp: int
+    signatures: set[tuple[str, str, str]] = field(default_factory=set, compare=False)
+
+    def verified(self, algorithm: str, signing_string: str, signature: str) -> bool:
+        """Whether this exact signature of this exact string verified with this key."""
+        return (algorithm, signing_string, signature) in self.signatures
+
+    def remember(self, algorithm: str, signing_string: str, signature: str) -> None:
+        """Note a signature that just verified with this key."""
+        if len(self.signatures) >= SIGNATURE_LIMIT:
+            self.signatures.clear()
+        self.signatures.add((algorithm, signing_string, signature))
 
 
 class KeyCache:

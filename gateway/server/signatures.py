@@ -237,14 +237,29 @@ def parse_authorization(
         "clock_skew": clock_skew,
     }
     try:
-        _, params = _parse_modern(authz)
+        params = _modern_params(authz)
         return _build(params, params["signature"], legacy=False, **context)
     except SignatureHeaderError as modern_error:
         try:
-            params, signature = _parse_legacy(authz)
+            params, signature = _legacy_params(authz)
             return _build(params, signature, legacy=True, **context)
         except SignatureHeaderError:
             raise modern_error from None
+
+
+# A client sends the same Authorization header for every request of one second (the same
+# Date, the same signature), so each parse is kept for the next request. A header that does
+# not parse raises, which is never cached. The dicts are shared: ``_build`` only reads them.
+
+
+@functools.lru_cache(maxsize=1024)
+def _modern_params(authz: str) -> dict[str, str]:
+    return _parse_modern(authz)[1]
+
+
+@functools.lru_cache(maxsize=1024)
+def _legacy_params(authz: str) -> tuple[dict[str, str], str]:
+    return _parse_legacy(authz)
 
 
 def verify_bytes(key: PublicKey, algorithm: str, data: bytes, signature: str) -> bool:

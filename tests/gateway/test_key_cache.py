@@ -196,3 +196,75 @@ async def test_no_cache_when_every_request_must_read_the_counter(
     assert await get(client, signer) == 200
     await cli(settings, "accounts", "disable", "alice")
     assert await get(client, signer) == 403
+
+
+async def send(client: TestClient, headers: dict[str, str], path: str = "/alice/images") -> int:
+    """GET ``path`` with exactly these (already signed) headers."""
+    response = await client.get(path, headers=headers)
+    await response.read()
+    return response.status
+
+
+def _tampered(headers: dict[str, str]) -> dict[str, str]:
+    """The same headers with one character of the signature changed."""
+    authz = headers["Authorization"]
+    start = authz.index('signature="') + len('signature="')
+    swapped = "A" if authz[start + 5] != "A" else "B"
+    return {**headers, "Authorization": authz[: start + 5] + swapped + authz[start + 6 :]}
+
+
+async def test_a_signature_that_verified_is_remembered_with_its_key(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    """The same signed headers again (what a client sends within one second) are not verified
+    twice; a signature differing by one character still is, and fails."""
+    client = await aiohttp_client(create_app(settings))
+    _, signer = await add_caller(client.server.app, "alice")
+    cache = client.server.app[KEY_CACHE]
+    await settled(cache)
+    headers = signer.sign("GET", "/alice/images")
+    assert await send(client, headers) == 200  # verified; the key is cached from here
+    assert await send(client, headers) == 200  # verified with the cached key, remembered
+    entry = cache.get(signer.key_id)
+    assert entry is not None and len(entry.signatures) == 1
+    for _ in range(3):
+        assert await send(client, headers) == 200
+    assert len(entry.signatures) == 1
+    assert await send(client, _tampered(headers)) == 401
+    assert len(entry.signatures) == 1
+
+
+async def test_remembered_signatures_go_with_an_account_change(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    client = await aiohttp_client(create_app(settings))
+    _, signer = await add_caller(client.server.app, "alice")
+    cache = client.server.app[KEY_CACHE]
+    await settled(cache)
+    headers = signer.sign("GET", "/alice/images")
+    for _ in range(3):
+        assert await send(client, headers) == 200
+    await cli(settings, "accounts", "disable", "alice")
+    if not settings.database:
+        assert await send(client, headers) == 403  # the very next request, same headers
+    else:
+        deadline = time.monotonic() + REFRESH + SLACK
+        while await send(client, headers) != 403:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+
+
+async def test_a_remembered_signature_still_expires_with_its_date(
+    aiohttp_client: Any, tmp_path: Path, database: dict[str, Any]
+) -> None:
+    """The clock-skew check runs on every request: remembering a signature does not extend it."""
+    section = {**database, "refresh_interval": REFRESH} if database else {}
+    settings = Settings(data_dir=tmp_path / "data", database=section, clock_skew=1)
+    client = await aiohttp_client(create_app(settings))
+    _, signer = await add_caller(client.server.app, "alice")
+    await settled(client.server.app[KEY_CACHE])
+    headers = signer.sign("GET", "/alice/images")
+    assert await send(client, headers) == 200
+    assert await send(client, headers) == 200
+    await asyncio.sleep(2.2)
+    assert await send(client, headers) in (400, 401)

@@ -397,3 +397,38 @@ async def test_orphan_directory_of_a_crashed_import(catalog: EmbeddedCatalog) ->
     os.utime(orphan, (old, old))
     image = await catalog.import_image(manifest(), chunks(DATA))
     assert (orphan / "file0").read_bytes() == DATA and image.uuid == UUID
+
+
+async def test_reads_follow_writes_made_through_another_connection(
+    catalog: EmbeddedCatalog,
+) -> None:
+    """Reads are kept in memory: another connection's (another process's) import, update and
+    delete are seen by the next read, and so are this connection's own."""
+    other = EmbeddedCatalog(catalog.root)
+    await other.open()
+    try:
+        assert await catalog.get_image(UUID) is None
+        assert await catalog.list_images() == []
+        await other.import_image(manifest(), chunks(DATA))
+        first = await catalog.get_image(UUID)
+        assert first is not None and first.manifest["description"] == "a test image"
+        assert await catalog.get_image(UUID) is first  # served from memory
+        assert [i.uuid for i in await catalog.list_images()] == [UUID]
+
+        await other.update_image(UUID, {"description": "changed elsewhere"})
+        changed = await catalog.get_image(UUID)
+        assert changed is not None and changed.manifest["description"] == "changed elsewhere"
+        listed = await catalog.list_images()
+        assert listed[0].manifest["description"] == "changed elsewhere"
+
+        await catalog.update_image(UUID, {"description": "changed here"})
+        mine = await catalog.get_image(UUID)
+        assert mine is not None and mine.manifest["description"] == "changed here"
+        seen = await other.get_image(UUID)
+        assert seen is not None and seen.manifest["description"] == "changed here"
+
+        assert await other.delete_image(UUID)
+        assert await catalog.get_image(UUID) is None
+        assert await catalog.list_images() == []
+    finally:
+        await other.close()

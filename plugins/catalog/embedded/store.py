@@ -46,6 +46,8 @@ from gateway.plugin_kit.manifests import (
 from gateway.plugin_kit.spool import SPOOL_PREFIX, spool
 
 CHUNK_SIZE = 1024 * 1024
+#: Images kept in memory for reads before the cache starts over.
+READ_CACHE_LIMIT = 10_000
 #: Leftovers of a crashed import or delete older than this are swept when the catalog opens
 #: (younger ones may belong to another process, e.g. a CLI import while the server runs).
 STALE_AFTER = 24 * 3600.0
@@ -74,11 +76,21 @@ class EmbeddedCatalog:
     """The default ``ImageCatalog``.
 
     SQLite calls are tiny and run on the loop; file I/O and hashing never do.
+
+    Reads are served from memory while the file is unchanged: every GetImage used to run a
+    query and parse two JSON texts. ``PRAGMA data_version`` (read from the WAL index in shared
+    memory) moves whenever another connection or process commits (a CLI import or delete), so
+    the next read sees it; this connection's own writes do not move it, so each write method
+    drops the cache itself. Images are immutable ``Mapping``s to their users, so one object
+    can be handed to every caller.
     """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._db: sqlite3.Connection | None = None
+        self._images: dict[str, Image] = {}
+        self._listing: list[Image] | None = None
+        self._data_version: int | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -95,6 +107,8 @@ class EmbeddedCatalog:
         if self._db is not None:
             self._db.close()
             self._db = None
+        self._forget()
+        self._data_version = None
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -104,15 +118,39 @@ class EmbeddedCatalog:
 
     # --- reads ------------------------------------------------------------------------------
 
+    def _check_cache(self) -> None:
+        """Forget what was read if another connection has committed since."""
+        (version,) = self.db.execute("PRAGMA data_version").fetchone()
+        if version != self._data_version:
+            self._forget()
+            self._data_version = version
+
+    def _forget(self) -> None:
+        self._images.clear()
+        self._listing = None
+
     async def list_images(self) -> list[Image]:
-        rows = self.db.execute("SELECT manifest, files FROM images ORDER BY rowid").fetchall()
-        return [_image_from_row(m, f) for m, f in rows]
+        self._check_cache()
+        if self._listing is None:
+            rows = self.db.execute("SELECT manifest, files FROM images ORDER BY rowid").fetchall()
+            self._listing = [_image_from_row(m, f) for m, f in rows]
+        return list(self._listing)
 
     async def get_image(self, uuid: str) -> Image | None:
+        self._check_cache()
+        image = self._images.get(uuid)
+        if image is not None:
+            return image
         row = self.db.execute(
             "SELECT manifest, files FROM images WHERE uuid = ?", (uuid,)
         ).fetchone()
-        return _image_from_row(*row) if row else None
+        if row is None:
+            return None
+        image = _image_from_row(*row)
+        if len(self._images) >= READ_CACHE_LIMIT:
+            self._images.clear()
+        self._images[uuid] = image
+        return image
 
     def file_path(self, uuid: str, index: int = 0) -> Path:
         """Where ``files[index]`` of ``uuid`` lives (whether or not it exists)."""
@@ -157,6 +195,7 @@ class EmbeddedCatalog:
         moved = await asyncio.to_thread(_rename_if_exists, image_dir, trash)
         try:
             cursor = self.db.execute("DELETE FROM images WHERE uuid = ?", (uuid,))
+            self._forget()
         except BaseException:
             if moved:
                 await asyncio.to_thread(os.rename, trash, image_dir)
@@ -191,6 +230,7 @@ class EmbeddedCatalog:
                     "INSERT INTO images (uuid, manifest, files) VALUES (?, ?, ?)",
                     (uuid, manifest_text, files_text),
                 )
+                self._forget()
             except sqlite3.IntegrityError:
                 raise ImageAlreadyExists(f"image {uuid} already exists") from None
         except BaseException:
@@ -223,6 +263,7 @@ class EmbeddedCatalog:
             manifest_text = json.dumps(valid_changed_manifest(json.loads(row[0]), fields))
             db.execute("UPDATE images SET manifest = ? WHERE uuid = ?", (manifest_text, uuid))
             db.execute("COMMIT")
+            self._forget()
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -270,6 +311,7 @@ class EmbeddedCatalog:
                     "INSERT INTO images (uuid, manifest, files) VALUES (?, ?, ?)",
                     (new_uuid, manifest_text, files_text),
                 )
+                self._forget()
             except sqlite3.IntegrityError:
                 raise ImageAlreadyExists(f"image {new_uuid} already exists") from None
         except BaseException:
