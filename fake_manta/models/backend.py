@@ -14,7 +14,7 @@ import queue
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Literal, Protocol
+from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
 from fake_manta.errors import ContentMD5Mismatch, MaxContentLengthExceeded
 from fake_manta.models.entry import EMPTY_MD5, Entry, EntryType
@@ -280,13 +280,23 @@ async def ingest(
         raise
 
 
+@runtime_checkable
+class ConcatBackend(Protocol):
+    """A backend that can join blobs itself, cheaper than streaming them through ``ingest``."""
+
+    async def concat(self, blobs: Sequence[str]) -> Ingested:
+        """Same contract as :func:`concat_blobs` (``blobs`` holds no None)."""
+        ...
+
+
 async def concat_blobs(backend: Backend, blobs: Sequence[str | None]) -> Ingested:
     """One new blob holding ``blobs`` back to back, with its true MD5 (MPU commit)."""
+    present = [blob for blob in blobs if blob is not None]
+    if isinstance(backend, ConcatBackend):
+        return await backend.concat(present)
 
     async def chunks() -> AsyncIterator[bytes]:
-        for blob in blobs:
-            if blob is None:
-                continue
+        for blob in present:
             async for chunk in backend.read_blob(blob):
                 yield chunk
 
