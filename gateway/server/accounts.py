@@ -113,9 +113,15 @@ class AccountStore:
         self._next_check = 0.0
         #: Bumped by every ``_forget``: a lookup started before it must not refill the cache.
         self._generation = 0
+        self._writes = 0
         self._by_login: dict[str, Account | None] = {}
         self._by_uuid: dict[str, Account | None] = {}
         self._keys: dict[str, tuple[KeyRecord, ...]] = {}
+
+    @property
+    def writes(self) -> int:
+        """How many writes this store has made (others' are seen through the database)."""
+        return self._writes
 
     # --- cache ---------------------------------------------------------------------------
 
@@ -133,6 +139,11 @@ class AccountStore:
         if serial != self._serial:
             self._serial = serial
             self._forget()
+
+    def _wrote(self) -> None:
+        """After one of this store's own writes (successful or not)."""
+        self._writes += 1
+        self._forget()
 
     def _forget(self) -> None:
         self._generation += 1
@@ -173,7 +184,7 @@ class AccountStore:
             what = f"login {login!r}" if taken and taken[0] == login else f"uuid {uuid}"
             raise AccountExists(f"an account with {what} already exists") from None
         finally:
-            self._forget()
+            self._wrote()
         return account
 
     async def _account_of(self, login: str) -> Account | None:
@@ -228,7 +239,7 @@ class AccountStore:
                 "UPDATE accounts SET disabled = ? WHERE login = ?", int(disabled), login
             )
         finally:
-            self._forget()
+            self._wrote()
         if changed == 0:
             raise AccountNotFound(f"no account with login {login!r}")
         account = await self.get_account(login)
@@ -281,7 +292,7 @@ class AccountStore:
                 ) from None
             raise KeyExists(f"account {login!r} already has a key named {name!r}") from None
         finally:
-            self._forget()
+            self._wrote()
         return record
 
     async def _keys_of(self, login: str) -> tuple[KeyRecord, ...]:

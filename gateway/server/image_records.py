@@ -33,7 +33,12 @@ from gateway.catalog import (
     ImageNotFound,
     ImageRecord,
 )
-from gateway.server.change_watch import ChangeWatch, PolledCounterWatch, SQLiteChangeWatch
+from gateway.server.change_watch import (
+    RECHECK_AFTER,
+    ChangeWatch,
+    PolledCounterWatch,
+    SQLiteChangeWatch,
+)
 from gateway.server.database import Database, IntegrityError, Queries
 from gateway.server.database.opening import DatabaseOptions
 from gateway.server.database.postgres import PostgresDatabase
@@ -296,7 +301,8 @@ class SQLiteImageRecords(DatabaseImageRecords):
     def open(self) -> None:
         self._db = SQLiteDatabase.open(self.path, ("records",))
         try:
-            self._watch = SQLiteChangeWatch(self.path)
+            # Own writes move the cache's stamp themselves (``RecordCache.writing``).
+            self._watch = SQLiteChangeWatch(self.path, recheck_after=RECHECK_AFTER)
         except sqlite3.Error:
             self._watch = None  # reads simply go to the database
         self.cache = RecordCache(self._watch) if self._watch is not None else None

@@ -9,7 +9,8 @@ stamp comes from depends on the engine (``ChangeWatch``):
 - SQLite: ``PRAGMA data_version`` on a connection of the cache's own. It changes on every
   commit by any other connection (the store's, the CLI's, another process's), and reading
   it touches only the WAL index in shared memory (a few microseconds), so it runs on the
-  event loop and a change is seen by the very next request.
+  event loop, at most once per millisecond (``RECHECK_AFTER``): another process's change
+  is seen within a millisecond, and this process's own (the store's ``writes``) at once.
 - PostgreSQL: the ``account_changes`` counter (bumped by triggers on every account or key
   write), polled in the background once per ``[database] refresh_interval`` (1 s by
   default), the account store's own bound. The store caches too, for the same interval, so
@@ -38,6 +39,7 @@ from gateway.actions import Account
 from gateway.server.accounts import AccountStore
 from gateway.server.appkeys import ACCOUNTS, DATABASES
 from gateway.server.change_watch import (
+    RECHECK_AFTER,
     SETTLE_MARGIN,
     ChangeWatch,
     PolledCounterWatch,
@@ -151,7 +153,9 @@ def _watch_for(store: AccountStore, refresh: float) -> ChangeWatch | None:
         if str(db.path) == ":memory:":
             return None
         try:
-            return SQLiteChangeWatch(Path(db.path))
+            return SQLiteChangeWatch(
+                Path(db.path), recheck_after=RECHECK_AFTER, local=lambda: store.writes
+            )
         except sqlite3.Error as exc:
             log.warning("key cache off: cannot watch %s: %s", db.path, exc)
             return None

@@ -25,7 +25,7 @@ from gateway.catalog import (
 from gateway.server.plugin_manager import Hooks, build_plugin_manager
 from gateway.settings import Settings
 from plugins.catalog.embedded import EmbeddedCatalog, EmbeddedCatalogFactory
-from plugins.catalog.embedded.store import CHUNK_SIZE, STALE_AFTER
+from plugins.catalog.embedded.store import CHUNK_SIZE, RECHECK_AFTER, STALE_AFTER
 
 MiB = 1024 * 1024
 UUID = "0b5e7b0c-1111-4222-8333-944444444444"
@@ -403,19 +403,25 @@ async def test_reads_follow_writes_made_through_another_connection(
     catalog: EmbeddedCatalog,
 ) -> None:
     """Reads are kept in memory: another connection's (another process's) import, update and
-    delete are seen by the next read, and so are this connection's own."""
+    delete are seen by reads within ``RECHECK_AFTER``; this connection's own at once."""
+
+    async def after_bound() -> None:
+        await asyncio.sleep(RECHECK_AFTER * 2)
+
     other = EmbeddedCatalog(catalog.root)
     await other.open()
     try:
         assert await catalog.get_image(UUID) is None
         assert await catalog.list_images() == []
         await other.import_image(manifest(), chunks(DATA))
+        await after_bound()
         first = await catalog.get_image(UUID)
         assert first is not None and first.manifest["description"] == "a test image"
         assert await catalog.get_image(UUID) is first  # served from memory
         assert [i.uuid for i in await catalog.list_images()] == [UUID]
 
         await other.update_image(UUID, {"description": "changed elsewhere"})
+        await after_bound()
         changed = await catalog.get_image(UUID)
         assert changed is not None and changed.manifest["description"] == "changed elsewhere"
         listed = await catalog.list_images()
@@ -424,10 +430,12 @@ async def test_reads_follow_writes_made_through_another_connection(
         await catalog.update_image(UUID, {"description": "changed here"})
         mine = await catalog.get_image(UUID)
         assert mine is not None and mine.manifest["description"] == "changed here"
+        await after_bound()
         seen = await other.get_image(UUID)
         assert seen is not None and seen.manifest["description"] == "changed here"
 
         assert await other.delete_image(UUID)
+        await after_bound()
         assert await catalog.get_image(UUID) is None
         assert await catalog.list_images() == []
     finally:

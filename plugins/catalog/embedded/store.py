@@ -48,6 +48,9 @@ from gateway.plugin_kit.spool import SPOOL_PREFIX, spool
 CHUNK_SIZE = 1024 * 1024
 #: Images kept in memory for reads before the cache starts over.
 READ_CACHE_LIMIT = 10_000
+#: Seconds one look at the file's ``data_version`` stands for: another process's change is
+#: seen by reads within this bound (this connection's own writes drop the cache at once).
+RECHECK_AFTER = 0.001
 #: Leftovers of a crashed import or delete older than this are swept when the catalog opens
 #: (younger ones may belong to another process, e.g. a CLI import while the server runs).
 STALE_AFTER = 24 * 3600.0
@@ -79,10 +82,10 @@ class EmbeddedCatalog:
 
     Reads are served from memory while the file is unchanged: every GetImage used to run a
     query and parse two JSON texts. ``PRAGMA data_version`` (read from the WAL index in shared
-    memory) moves whenever another connection or process commits (a CLI import or delete), so
-    the next read sees it; this connection's own writes do not move it, so each write method
-    drops the cache itself. Images are immutable ``Mapping``s to their users, so one object
-    can be handed to every caller.
+    memory) moves whenever another connection or process commits (a CLI import or delete); it
+    is looked at once per millisecond at most, so such a change is seen within that bound.
+    This connection's own writes do not move it, so each write method drops the cache itself.
+    Images are immutable ``Mapping``s to their users, so one object can go to every caller.
     """
 
     def __init__(self, root: Path) -> None:
@@ -91,6 +94,7 @@ class EmbeddedCatalog:
         self._images: dict[str, Image] = {}
         self._listing: list[Image] | None = None
         self._data_version: int | None = None
+        self._next_check = 0.0
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -109,6 +113,7 @@ class EmbeddedCatalog:
             self._db = None
         self._forget()
         self._data_version = None
+        self._next_check = 0.0
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -119,8 +124,13 @@ class EmbeddedCatalog:
     # --- reads ------------------------------------------------------------------------------
 
     def _check_cache(self) -> None:
-        """Forget what was read if another connection has committed since."""
+        """Forget what was read if another connection has committed since (looked at once
+        per ``RECHECK_AFTER``: each look is a statement, and a busy server reads a lot)."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return
         (version,) = self.db.execute("PRAGMA data_version").fetchone()
+        self._next_check = now + RECHECK_AFTER
         if version != self._data_version:
             self._forget()
             self._data_version = version
