@@ -75,13 +75,21 @@ async def settled(cache: KeyCache) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_a_verified_key_is_served_from_the_cache(
+async def serving_alice(
     aiohttp_client: Any, settings: Settings
-) -> None:
+) -> tuple[TestClient, RequestSigner, KeyCache]:
+    """A gateway with the caller alice, once its key cache may be filled."""
     client = await aiohttp_client(create_app(settings))
     _, signer = await add_caller(client.server.app, "alice")
     cache = client.server.app[KEY_CACHE]
     await settled(cache)
+    return client, signer, cache
+
+
+async def test_a_verified_key_is_served_from_the_cache(
+    aiohttp_client: Any, settings: Settings
+) -> None:
+    client, signer, cache = await serving_alice(aiohttp_client, settings)
     assert await get(client, signer) == 200  # from the store, then cached
     assert len(cache) == 1
     hits = cache.hits
@@ -93,10 +101,7 @@ async def test_a_verified_key_is_served_from_the_cache(
 async def test_a_cached_key_still_needs_a_good_signature(
     aiohttp_client: Any, settings: Settings
 ) -> None:
-    client = await aiohttp_client(create_app(settings))
-    _, signer = await add_caller(client.server.app, "alice")
-    cache = client.server.app[KEY_CACHE]
-    await settled(cache)
+    client, signer, _ = await serving_alice(aiohttp_client, settings)
     assert await get(client, signer) == 200
     # Same keyId, another private key: the signature does not verify, cached or not.
     impostor = RequestSigner(new_key("ecdsa"), signer.key_id)
@@ -107,10 +112,7 @@ async def test_a_cached_key_still_needs_a_good_signature(
 async def test_failed_and_unknown_keys_are_never_cached(
     aiohttp_client: Any, settings: Settings
 ) -> None:
-    client = await aiohttp_client(create_app(settings))
-    _, signer = await add_caller(client.server.app, "alice")
-    cache = client.server.app[KEY_CACHE]
-    await settled(cache)
+    client, signer, cache = await serving_alice(aiohttp_client, settings)
     impostor = RequestSigner(new_key("ecdsa"), signer.key_id)
     stranger = RequestSigner.for_login(new_key("ecdsa"), "mallory")
     for _ in range(3):
@@ -124,10 +126,7 @@ async def test_a_change_made_by_another_process_reaches_cached_keys(
 ) -> None:
     """The CLI disables, then enables the account: cached or not, the server follows
     (SQLite at once, PostgreSQL within the refresh interval)."""
-    client = await aiohttp_client(create_app(settings))
-    _, signer = await add_caller(client.server.app, "alice")
-    cache = client.server.app[KEY_CACHE]
-    await settled(cache)
+    client, signer, cache = await serving_alice(aiohttp_client, settings)
     assert await get(client, signer) == 200
     assert await get(client, signer) == 200
     assert len(cache) == 1
@@ -145,10 +144,7 @@ async def test_a_change_made_by_another_process_reaches_cached_keys(
 async def test_a_key_added_elsewhere_for_a_cached_account_is_usable(
     aiohttp_client: Any, settings: Settings
 ) -> None:
-    client = await aiohttp_client(create_app(settings))
-    _, signer = await add_caller(client.server.app, "alice")
-    cache = client.server.app[KEY_CACHE]
-    await settled(cache)
+    client, signer, _ = await serving_alice(aiohttp_client, settings)
     assert await get(client, signer) == 200
     second = new_key("ecdsa")
     public = settings.data_dir.parent / "second.pub"
@@ -218,10 +214,7 @@ async def test_a_signature_that_verified_is_remembered_with_its_key(
 ) -> None:
     """The same signed headers again (what a client sends within one second) are not verified
     twice; a signature differing by one character still is, and fails."""
-    client = await aiohttp_client(create_app(settings))
-    _, signer = await add_caller(client.server.app, "alice")
-    cache = client.server.app[KEY_CACHE]
-    await settled(cache)
+    client, signer, cache = await serving_alice(aiohttp_client, settings)
     headers = signer.sign("GET", "/alice/images")
     assert await send(client, headers) == 200  # verified; the key is cached from here
     assert await send(client, headers) == 200  # verified with the cached key, remembered
@@ -237,10 +230,7 @@ async def test_a_signature_that_verified_is_remembered_with_its_key(
 async def test_remembered_signatures_go_with_an_account_change(
     aiohttp_client: Any, settings: Settings
 ) -> None:
-    client = await aiohttp_client(create_app(settings))
-    _, signer = await add_caller(client.server.app, "alice")
-    cache = client.server.app[KEY_CACHE]
-    await settled(cache)
+    client, signer, _ = await serving_alice(aiohttp_client, settings)
     headers = signer.sign("GET", "/alice/images")
     for _ in range(3):
         assert await send(client, headers) == 200
