@@ -1,10 +1,11 @@
 """Verified keys of recent callers, so a signed request needs no database round trip.
 
-Signature auth has to verify every request, but the account and public key behind a keyId
-rarely change. ``KeyCache`` keeps, per keyId that verified a signature, the account and the
-parsed key, stamped with the account data's *change stamp*; an entry counts only while the
-stamp is unchanged, and any write to accounts or keys, by anyone, moves the stamp. Where the
-stamp comes from depends on the engine (``ChangeWatch``):
+Signature auth has to check every request, but the account and public key behind a keyId
+rarely change (and a signature that verified once verifies again: see ``VerifiedKey``).
+``KeyCache`` keeps, per keyId that verified a signature, the account and the parsed key,
+stamped with the account data's *change stamp*; an entry counts only while the stamp is
+unchanged, and any write to accounts or keys, by anyone, moves the stamp. Where the stamp
+comes from depends on the engine (``ChangeWatch``):
 
 - SQLite: ``PRAGMA data_version`` on a connection of the cache's own. It changes on every
   commit by any other connection (the store's, the CLI's, another process's), and reading
