@@ -35,9 +35,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.httpsig import RequestSigner, ssh_public_key_line
 
-#: The core the server runs on (``--no-pin``: anywhere).
-SERVER_CPU = 1
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -74,7 +71,7 @@ async def one_run(
     seconds: float,
     clients: int,
     workdir: Path,
-    pin: bool = False,
+    server_cpu: int | None = None,
 ) -> tuple[float, float]:
     """(requests per second answered, server CPU seconds per request) by a fresh gateway
     logging at ``level``."""
@@ -86,8 +83,8 @@ async def one_run(
             sys.executable, "-m", "gateway", "serve", "--data-dir", str(workdir / "data"),
             "--port", str(port), "--log-level", level, env=env, stdout=out, stderr=out,
         )  # fmt: skip
-    if pin:
-        os.sched_setaffinity(process.pid, {SERVER_CPU})
+    if server_cpu is not None:
+        os.sched_setaffinity(process.pid, {server_cpu})
     base = f"http://127.0.0.1:{port}"
 
     def headers() -> dict[str, str]:
@@ -143,10 +140,11 @@ async def main() -> None:
     args = parser.parse_args()
     # The server on one core, the load generator on the others: on a small machine the
     # scheduler otherwise moves both around, and that noise swamps a few microseconds.
-    pin = not args.no_pin and len(os.sched_getaffinity(0)) >= 2
-    if pin:
-        os.sched_setaffinity(0, os.sched_getaffinity(0) - {SERVER_CPU})
-    print(f"server pinned to CPU {SERVER_CPU}" if pin else "not pinned", flush=True)
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu = cpus[-1] if not args.no_pin and len(cpus) >= 2 else None
+    if server_cpu is not None:
+        os.sched_setaffinity(0, set(cpus) - {server_cpu})
+    print("not pinned" if server_cpu is None else f"server pinned to CPU {server_cpu}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-logs-") as tmp:
         workdir = Path(tmp)
@@ -160,7 +158,7 @@ async def main() -> None:
             for _ in range(args.runs):
                 for level in ("info", "fatal"):
                     rate, cpu = await one_run(
-                        level, path, case_signer, args.seconds, args.clients, workdir, pin
+                        level, path, case_signer, args.seconds, args.clients, workdir, server_cpu
                     )
                     results[level].append(rate)
                     capacity[level].append(1 / cpu)
