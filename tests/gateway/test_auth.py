@@ -29,6 +29,7 @@ from gateway.errors import GatewayError
 from gateway.server.accounts import AccountStore
 from gateway.server.appkeys import ACCOUNT, ACCOUNTS, SETTINGS
 from gateway.server.auth import authenticate
+from gateway.server.change_watch import RECHECK_AFTER
 from gateway.server.database import Databases
 from gateway.settings import Settings
 
@@ -539,21 +540,30 @@ async def test_another_accounts_path(send: Send) -> None:
 async def test_accounts_and_keys_added_while_running(
     send: Send, store: AccountStore, store_settings: Settings
 ) -> None:
-    """The CLI writes through its own connection (its own process); no restart is needed."""
+    """The CLI writes through its own connection (its own process); no restart is needed: a
+    change is seen within ``RECHECK_AFTER`` (the key cache looks at the file once a ms)."""
     key = ed25519.Ed25519PrivateKey.generate()
     key_id, target = f"/dave/keys/{fp(key)}", f"/dave/images/{IMAGE}"
     assert (await signed(send, key, key_id=key_id, target=target))[0] == 401
     databases = await Databases.open(store_settings, ("accounts",))
     other = AccountStore(databases["accounts"])
+
+    async def written_elsewhere() -> None:
+        await asyncio.sleep(2 * RECHECK_AFTER)
+
     try:
         await other.add_account("dave")
+        await written_elsewhere()
         assert (await signed(send, key, key_id=key_id, target=target))[0] == 401
         await other.add_key("dave", httpsig.ssh_public_key_line(key), name="laptop")
+        await written_elsewhere()
         status, body = await signed(send, key, key_id="/dave/keys/laptop", target=target)
         assert (status, body["login"]) == (200, "dave")
         await other.set_disabled("dave", True)
+        await written_elsewhere()
         assert (await signed(send, key, key_id=key_id, target=target))[0] == 403
         await other.set_disabled("dave", False)
+        await written_elsewhere()
         assert (await signed(send, key, key_id=key_id, target=target))[0] == 200
     finally:
         await databases.close()

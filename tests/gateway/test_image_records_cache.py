@@ -1,8 +1,8 @@
 """The image records' in-memory cache: served from memory, and every write seen in time.
 
 Two ``image_records_for`` instances on one database stand for two gateways (or a gateway and
-the CLI): what one writes, the other must see, at once on SQLite and within the refresh
-interval on PostgreSQL.
+the CLI): what one writes, the other must see, within a millisecond on SQLite and within the
+refresh interval on PostgreSQL; what an instance writes itself, it sees at once.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from gateway.catalog import ImageFile, ImageRecord
+from gateway.server.change_watch import RECHECK_AFTER
 from gateway.server.image_records import (
     PostgresImageRecords,
     SQLiteImageRecords,
@@ -40,8 +41,10 @@ def renamed(name: str) -> Callable[[Mapping[str, Any]], Mapping[str, Any]]:
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], engine: str) -> None:
-    """SQLite sees another writer's commit on the next read; PostgreSQL within the interval."""
+    """SQLite sees another writer's commit within ``RECHECK_AFTER`` (it looks at the file's
+    ``data_version`` once a millisecond at most); PostgreSQL within the refresh interval."""
     if engine == "sqlite":
+        await asyncio.sleep(2 * RECHECK_AFTER)
         assert await check()
         return
     deadline = time.monotonic() + DEADLINE
