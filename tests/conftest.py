@@ -9,6 +9,9 @@ import pytest
 
 import gateway.settings
 
+# One moto server per session, shared by the contract and export suites (reset per test).
+from tests.support.log_capture import audit_records, bunyan  # noqa: F401 - fixtures
+
 # The database engines: a session PostgreSQL cluster, a fresh database per test, and the
 # ``database`` parameter ({} for SQLite, {"url": ...}) the engine-parametrized suites request.
 from tests.support.postgres import (  # noqa: F401 - fixtures
@@ -17,8 +20,6 @@ from tests.support.postgres import (  # noqa: F401 - fixtures
     postgres_url,
 )
 from tests.support.postgres import report_header as postgres_report_header
-
-# One moto server per session, shared by the contract and export suites (reset per test).
 from tests.support.storage_targets import moto_s3  # noqa: F401 - fixture
 
 # Every gateway the suite starts serves its metrics on a free port, never on the default

@@ -12,7 +12,6 @@ import os
 import random
 import re
 import socket
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -20,30 +19,10 @@ from yarl import URL
 
 from gateway.server import logs
 from tests.support.export_env import ExportEnv
+from tests.support.log_capture import Records
 from tests.support.storage_targets import RETRIES
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-Records = Callable[[], list[dict[str, Any]]]
-
-
-@pytest.fixture
-def bunyan() -> Iterator[Records]:
-    """The gateway's logs as ``serve`` configures them (JSON, DEBUG), parsed line by line."""
-    stream = io.StringIO()
-    root = logging.getLogger()
-    level = root.level
-    access = logging.getLogger(logs.ACCESS_LOGGER).level
-    handler = logs.configure("debug", "json", stream=stream)
-
-    def records() -> list[dict[str, Any]]:
-        return [json.loads(line) for line in stream.getvalue().splitlines()]
-
-    try:
-        yield records
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-        logging.getLogger(logs.ACCESS_LOGGER).setLevel(access)
 
 
 def blob(size: int, seed: int = 7) -> bytes:

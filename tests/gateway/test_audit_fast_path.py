@@ -3,15 +3,12 @@ and the trusted proxies kept per serving app must be that app's, not the last on
 
 from __future__ import annotations
 
-import io
 import json
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from gateway.server import logs
 from gateway.server.audit_record import AuditRecord
 
 
@@ -37,23 +34,6 @@ def test_json_members_are_the_standard_librarys(record: AuditRecord) -> None:
     expected = json.dumps(record.fields(), separators=(",", ":"))[1:-1]
     assert record.json_members() == expected
     assert record.escaped_members() == expected
-
-
-@pytest.fixture
-def audit_records() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    stream = io.StringIO()
-    root = logging.getLogger()
-    level = root.level
-    handler = logs.configure("info", "json", stream=stream)
-    try:
-        yield lambda: [
-            record
-            for record in map(json.loads, stream.getvalue().splitlines())
-            if record.get("audit") is True
-        ]
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
 
 
 async def test_each_app_keeps_its_own_trusted_proxies(

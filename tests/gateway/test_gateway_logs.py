@@ -10,7 +10,7 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -22,25 +22,9 @@ from gateway.server import logs
 from gateway.server.audit_record import AuditRecord
 from gateway.server.log_stream import LineHandler
 from tests.support.helpers import import_image
+from tests.support.log_capture import Records
 
-Records = Callable[[], list[dict[str, Any]]]
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-@pytest.fixture
-def bunyan() -> Iterator[Records]:
-    """The logs as ``serve`` configures them (JSON; DEBUG here), parsed back."""
-    stream = io.StringIO()
-    root = logging.getLogger()
-    level = root.level
-    access = logging.getLogger(logs.ACCESS_LOGGER).level
-    handler = logs.configure("debug", "json", stream=stream)
-    try:
-        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-        logging.getLogger(logs.ACCESS_LOGGER).setLevel(access)
 
 
 def audits(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -6,11 +6,9 @@ request, the sweeper's repairs included (a fresh id per repair)."""
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import logging
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,30 +16,13 @@ import pytest
 
 from gateway.actions import ActionContext, RecoveryContext
 from gateway.catalog import ImageCatalog
-from gateway.server import logs
 from gateway.server.journal import SQLiteJournal
 from gateway.server.sweeper import Sweeper
 from gateway.settings import Settings
+from tests.support.log_capture import Records
 from tests.support.storage_targets import TargetHarness, manta_target
 
-Records = Callable[[], list[dict[str, Any]]]
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-
-
-@pytest.fixture
-def bunyan() -> Iterator[Records]:
-    """The logs as ``serve`` writes them (JSON, DEBUG), parsed back."""
-    stream = io.StringIO()
-    root = logging.getLogger()
-    level = root.level
-    access = logging.getLogger(logs.ACCESS_LOGGER).level
-    handler = logs.configure("debug", "json", stream=stream)
-    try:
-        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-        logging.getLogger(logs.ACCESS_LOGGER).setLevel(access)
 
 
 async def answered_id(client: Any, bunyan: Records, headers: Mapping[str, str]) -> str:

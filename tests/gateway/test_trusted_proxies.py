@@ -3,16 +3,12 @@ proxy (``trusted_proxies``), and only as far as the chain goes through trusted p
 
 from __future__ import annotations
 
-import io
 import ipaddress
-import json
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from gateway.server import logs
 from gateway.server.client_address import forwarded_client, parse_address, trusted_networks
 from gateway.settings import SettingsError, load_settings
 
@@ -72,24 +68,6 @@ def test_trusted_proxies_setting() -> None:
     bad = {"CLOUDAPI_GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8,10.0.0.300"}
     with pytest.raises(SettingsError, match=r"trusted_proxies must be .*'10\.0\.0\.300'"):
         load_settings(env=bad)
-
-
-@pytest.fixture
-def audit_records() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """The audit records ``serve`` would write, parsed back."""
-    stream = io.StringIO()
-    root = logging.getLogger()
-    level = root.level
-    handler = logs.configure("info", "json", stream=stream)
-    try:
-        yield lambda: [
-            record
-            for record in map(json.loads, stream.getvalue().splitlines())
-            if record.get("audit") is True
-        ]
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
 
 
 @pytest.mark.parametrize(
