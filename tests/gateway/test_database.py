@@ -32,7 +32,11 @@ from gateway.server.journal import SQLiteJournal
 from gateway.settings import Settings, SettingsError, load_settings
 from tests.support.export_env import make_env
 from tests.support.helpers import add_caller
-from tests.support.postgres import PostgresCluster, require_postgres, serving_gateway
+from tests.support.postgres import (
+    PostgresCluster,
+    running_cluster,
+    serving_gateway,
+)
 from tests.support.storage_targets import open_target
 
 ED = ed25519.Ed25519PrivateKey.generate()
@@ -256,13 +260,7 @@ async def test_db_copy_moves_a_data_dir_into_postgresql(
 @pytest.fixture(scope="module")
 def own_cluster() -> Iterator[PostgresCluster]:
     """A cluster of this module's own: its tests stop and start the server."""
-    require_postgres()
-    cluster = PostgresCluster().start()
-    try:
-        cluster.create_template()
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from running_cluster()
 
 
 async def test_statements_time_out_as_unavailable(own_cluster: PostgresCluster) -> None:

@@ -277,8 +277,9 @@ def report_header() -> list[str]:
     return [f"NOTICE: {reason}; the PostgreSQL engine's tests are {where}"]
 
 
-@pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[PostgresCluster]:
+def running_cluster() -> Iterator[PostgresCluster]:
+    """A started cluster with its template database, stopped when the generator ends: the
+    body of the cluster fixtures (the session's, and modules' that stop their server)."""
     require_postgres()
     cluster = PostgresCluster().start()
     try:
@@ -286,6 +287,11 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    yield from running_cluster()
 
 
 @pytest.fixture
