@@ -14,11 +14,15 @@ import queue
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol, runtime_checkable
 
 from fake_manta.errors import ContentMD5Mismatch, MaxContentLengthExceeded
 from fake_manta.models.entry import EMPTY_MD5, Entry, EntryType
+from fake_manta.models.running_digest import RunningDigest
 from fake_manta.models.space import is_out_of_space, not_enough_space
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
 
 #: Bytes handed to a worker thread at a time: big enough that hashing and writing release the GIL
 #: for long stretches, small enough that memory stays flat.
@@ -282,18 +286,34 @@ async def ingest(
 
 @runtime_checkable
 class ConcatBackend(Protocol):
-    """A backend that can join blobs itself, cheaper than streaming them through ``ingest``."""
+    """A backend that joins blobs itself, without streaming them back through ``ingest``."""
 
-    async def concat(self, blobs: Sequence[str]) -> Ingested:
-        """Same contract as :func:`concat_blobs` (``blobs`` holds no None)."""
+    async def hash_blob(self, blob: str, md5: _Hash, stop: threading.Event) -> int:
+        """See :class:`~fake_manta.models.running_digest.BlobHasher`."""
+        ...
+
+    async def concat(self, blobs: Sequence[str], md5: bytes, size: int) -> Ingested:
+        """One new blob holding ``blobs`` (none None) back to back, whose MD5 digest and
+        length the caller worked out (``RunningDigest``); raises if the length differs.
+        A failed or cancelled join leaves no new blob and every blob as it was."""
         ...
 
 
-async def concat_blobs(backend: Backend, blobs: Sequence[str | None]) -> Ingested:
-    """One new blob holding ``blobs`` back to back, with its true MD5 (MPU commit)."""
+async def concat_blobs(
+    backend: Backend, blobs: Sequence[str | None], running: RunningDigest | None = None
+) -> Ingested:
+    """One new blob holding ``blobs`` back to back, with its true MD5 (MPU commit).
+
+    A backend that can join blobs is given their digest from ``running`` (which may have hashed
+    most parts while they were uploaded) or from a new one; any other backend streams them into
+    a new blob through ``ingest``.
+    """
     present = [blob for blob in blobs if blob is not None]
     if isinstance(backend, ConcatBackend):
-        return await backend.concat(present)
+        digest, size = await (running or RunningDigest(backend)).finish(blobs)
+        if size == 0:
+            return Ingested(None, 0, EMPTY_MD5)
+        return await backend.concat(present, digest, size)
 
     async def chunks() -> AsyncIterator[bytes]:
         for blob in present:

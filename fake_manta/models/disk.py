@@ -9,8 +9,9 @@ With ``fsync=True`` the file is also fsynced before the rename, the directory af
 runs with ``synchronous=FULL``: then a power loss or kernel crash cannot lose an acknowledged
 object either. Leftovers (temp files, blobs no row names) are swept at start-up.
 SQLite runs on one dedicated thread, file I/O on the default executor: the event loop never blocks.
-An MPU commit joins the part files in the kernel (``copy_file_range``) while another thread
-hashes them (``DiskBackend.concat``), instead of streaming every byte back through ``ingest``.
+An MPU commit copies no byte (``DiskBackend.concat``): the new blob is a directory of hard links
+to the part files, in order, read back as one; its MD5 was mostly worked out while the parts
+arrived (``RunningDigest``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -29,11 +29,15 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from fake_manta.models.backend import READ_CHUNK, Ingested, ListQuery, b64md5
-from fake_manta.models.entry import EMPTY_MD5, Entry
+from fake_manta.models.direct_io import DirectFile, hash_file, open_direct
+from fake_manta.models.entry import Entry
 from fake_manta.models.space import SpaceReserve, is_out_of_space, not_enough_space
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
 
 T = TypeVar("T")
 
@@ -68,14 +72,9 @@ _sync_file_range = _load_sync_file_range() if sys.platform.startswith("linux") e
 _SYNC_FILE_RANGE_WRITE = 2
 #: Start writeback every this many bytes, so the final fsync has little left to wait for.
 _WRITEBACK_STEP = 8 << 20
-#: Joining blobs (MPU commit): bytes per ``copy_file_range`` call, and the buffer size of the
-#: hashing thread and of the read/write fallback (big reads: hashlib releases the GIL).
-_COPY_STEP = 64 << 20
-_JOIN_BUFFER = 4 << 20
-#: ``copy_file_range`` cannot copy between these files (old kernel, other filesystem, ...):
-#: fall back to reads and writes. Anything else (ENOSPC, EIO) is a real error.
-_NO_COPY_FILE_RANGE = frozenset(
-    {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL}
+#: ``os.link`` refused by the filesystem (not a missing file or a full disk): copy instead.
+_NO_HARD_LINKS = frozenset(
+    {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK}
 )
 
 
@@ -88,15 +87,24 @@ def _fsync_dir(path: Path) -> None:
 
 
 class _DiskWriter:
+    """One upload's bytes into ``tmp/``: around the page cache where the filesystem allows it
+    (``DirectFile``), else through it."""
+
     def __init__(self, backend: DiskBackend) -> None:
         self._backend = backend
         self._fsync = backend.fsync
         self._tmp = backend.tmp_dir / uuid.uuid4().hex
-        self._file = open(self._tmp, "wb", buffering=0)
+        fd = open_direct(self._tmp) if backend.use_direct_io else None
+        self._direct = DirectFile(fd) if fd is not None else None
+        self._file = None if fd is not None else open(self._tmp, "wb", buffering=0)
         self._written = 0
         self._flushed = 0
 
     def write(self, data: bytes | memoryview) -> None:
+        if self._direct is not None:
+            self._direct.write(data)
+            return
+        assert self._file is not None
         view = memoryview(data)
         while view:
             n = self._file.write(view)
@@ -104,6 +112,7 @@ class _DiskWriter:
         self._wrote(len(data))
 
     def _wrote(self, n: int) -> None:
+        assert self._file is not None
         self._written += n
         if (self._fsync and _sync_file_range is not None
                 and self._written - self._flushed >= _WRITEBACK_STEP):
@@ -111,40 +120,22 @@ class _DiskWriter:
                              _SYNC_FILE_RANGE_WRITE)
             self._flushed = self._written
 
-    def append_file(self, src: int, size: int, stop: threading.Event) -> int:
-        """Append the first ``size`` bytes of the open file ``src``; the number appended.
-
-        ``copy_file_range`` copies in the kernel (no pass through Python); where it is
-        unsupported, or when ``backend.use_copy_file_range`` is off, plain reads and writes.
-        Reads use explicit offsets, so another thread may read ``src`` at the same time.
-        """
-        offset = 0
-        dst = self._file.fileno()
-        while offset < size and self._backend.use_copy_file_range and not stop.is_set():
-            try:  # offset_dst=None: the kernel appends at, and advances, dst's file position
-                n = os.copy_file_range(src, dst, min(_COPY_STEP, size - offset), offset)
-            except OSError as exc:
-                if exc.errno not in _NO_COPY_FILE_RANGE:
-                    raise
-                n = 0
-            if n == 0:  # unsupported here (or src ended early): the loop below decides
-                break
-            offset += n
-            self._wrote(n)
-        if offset < size:
-            view = memoryview(bytearray(min(_JOIN_BUFFER, size - offset)))
-            while offset < size and not stop.is_set():
-                n = os.preadv(src, [view[: size - offset]], offset)
-                if n == 0:
-                    break
-                self.write(view[:n])
-                offset += n
-        return offset
+    def _close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
+        elif self._file is not None:
+            self._file.close()
 
     def commit(self) -> str:
-        if self._fsync:
-            os.fsync(self._file.fileno())
-        self._file.close()
+        if self._direct is not None:
+            self._direct.finish()
+            fd = self._direct.fd
+        else:
+            assert self._file is not None
+            fd = self._file.fileno()
+        if self._fsync:  # direct writes are past the page cache, not past the device's cache
+            os.fsync(fd)
+        self._close()
         blob = uuid.uuid4().hex
         target = self._backend.blob_path(blob)
         target.parent.mkdir(exist_ok=True)
@@ -154,32 +145,21 @@ class _DiskWriter:
         return blob
 
     def discard(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        self._close()
         self._tmp.unlink(missing_ok=True)
 
 
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark a future's exception as seen (it is raised elsewhere, or moot after a cancel)."""
-    if not future.cancelled():
-        future.exception()
+def _close_all(files: Sequence[BinaryIO]) -> None:
+    for f in files:
+        f.close()
 
 
-def _md5_of_files(parts: Sequence[tuple[int, int]], stop: threading.Event) -> tuple[bytes, int]:
-    """MD5 of the first ``size`` bytes of each ``(fd, size)``, back to back; and their length."""
-    md5 = hashlib.md5()
-    view = memoryview(bytearray(_JOIN_BUFFER))
-    total = 0
-    for fd, size in parts:
-        offset = 0
-        while offset < size and not stop.is_set():
-            n = os.preadv(fd, [view[: size - offset]], offset)
-            if n == 0:
-                break
-            md5.update(view[:n])  # > 2 KiB: hashlib releases the GIL
-            offset += n
-        total += offset
-    return md5.digest(), total
+def _remove(path: Path) -> None:
+    """Delete a blob's file, or a joined blob's directory of links."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 class DiskBackend:
@@ -201,9 +181,13 @@ class DiskBackend:
         self.reserve = SpaceReserve(self.root)
         self._db: sqlite3.Connection | None = None
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="fake-manta-sqlite")
-        #: Internal switch: False makes ``concat`` join blobs with plain reads and writes, the
-        #: path taken where ``copy_file_range`` is unsupported (tests turn it off to cover it).
-        self.use_copy_file_range = hasattr(os, "copy_file_range")
+        #: Internal switch: False makes ``concat`` and ``link_blob`` copy files instead of
+        #: linking them, the path taken where the filesystem refuses hard links (tests turn it
+        #: off to cover it).
+        self.use_hard_links = True
+        #: Internal switch: False writes uploads through the page cache, the path taken where
+        #: the filesystem refuses ``O_DIRECT`` (tests turn it off to cover it).
+        self.use_direct_io = True
 
     def blob_path(self, blob: str) -> Path:
         return self.blob_dir / blob[:2] / blob
@@ -261,7 +245,7 @@ class DiskBackend:
         for sub in self.blob_dir.iterdir():
             for f in sub.iterdir() if sub.is_dir() else ():
                 if f.name not in known:
-                    f.unlink(missing_ok=True)
+                    _remove(f)
 
     async def close(self) -> None:
         if self._unlinking:
@@ -370,92 +354,124 @@ class DiskBackend:
             await self._io(self.reserve.ensure)
         return await self._io(_DiskWriter, self)
 
-    async def concat(self, blobs: Sequence[str]) -> Ingested:
-        """``concat_blobs`` for files: the same result and errors, without re-ingesting.
+    async def concat(self, blobs: Sequence[str], md5: bytes, size: int) -> Ingested:
+        """``concat_blobs`` for files: a new blob made of ``blobs`` without copying a byte.
 
-        One thread appends the blob files to a temp file (``_DiskWriter.append_file``) while a
-        second computes the whole object's MD5 from the same files; the temp file is then
-        committed (renamed) like any upload, or discarded on any failure or cancellation, so a
-        failed or interrupted commit leaves no half object and every blob intact.
+        One file is hard-linked as the new blob; several become a directory of hard links to
+        them, named in order (``_members`` reads it back as one). It is built in ``tmp/`` and
+        renamed into ``blobs/`` whole, so a failed or interrupted join leaves no half object,
+        and the parts' blobs may be dropped afterwards: the links keep their bytes.
         """
-        loop = asyncio.get_running_loop()
-        writer = await self.new_writer()
-        stop = threading.Event()
-        files: list[BinaryIO] = []
-        jobs: list[asyncio.Future[Any]] = []
-        size = 0
+        staged = self.tmp_dir / uuid.uuid4().hex
+
+        def join() -> str:
+            members = [m for blob in blobs for m in self._members(blob)]
+            sizes = [m.stat().st_size for m in members]
+            if sum(sizes) != size:  # blob files never change once named: a bug, or tampering
+                raise RuntimeError(f"blobs changed while being joined ({sum(sizes)} != {size})")
+            members = [m for m, n in zip(members, sizes, strict=True) if n]
+            if len(members) == 1:
+                self._link(members[0], staged)
+            else:
+                staged.mkdir()
+                for number, member in enumerate(members):
+                    self._link(member, staged / f"{number:05d}")
+                if self.fsync:
+                    _fsync_dir(staged)
+            blob = uuid.uuid4().hex
+            target = self.blob_path(blob)
+            target.parent.mkdir(exist_ok=True)
+            os.replace(staged, target)
+            if self.fsync:
+                _fsync_dir(target.parent)
+            return blob
+
+        def discard() -> None:
+            if staged.is_dir():
+                shutil.rmtree(staged, ignore_errors=True)
+            else:
+                staged.unlink(missing_ok=True)
+
+        job = asyncio.ensure_future(self._io(join))
         try:
-            # Opened before any byte is read: a concurrent delete cannot pull the bytes away.
-            files = await self._io(self._open_blobs, blobs)
-            parts = [(f.fileno(), os.fstat(f.fileno()).st_size) for f in files]
-            size = sum(n for _, n in parts)
-
-            def append_all() -> int:
-                return sum(writer.append_file(fd, n, stop) for fd, n in parts)
-
-            jobs = [
-                loop.run_in_executor(None, append_all),
-                loop.run_in_executor(None, _md5_of_files, parts, stop),
-            ]
-            joined = asyncio.gather(*jobs)
-            joined.add_done_callback(_retrieve)  # even if we stop awaiting it (cancelled)
-            copied, (digest, hashed) = await asyncio.shield(joined)
-            if copied != hashed:  # blob files never change once named: a bug, or tampering
-                raise RuntimeError(f"blobs changed while being joined ({copied} != {hashed})")
-            if copied == 0:
-                await self._io(writer.discard)
-                return Ingested(None, 0, EMPTY_MD5)
-            blob = await self._io(writer.commit)
-            return Ingested(blob, copied, b64md5(digest))
+            blob = await asyncio.shield(job)
         except BaseException as exc:
-            stop.set()
-            if jobs:  # the threads still use the files and the temp file: let them stop first
-                await asyncio.wait(jobs)
-            await asyncio.shield(self._io(writer.discard))
+            if not job.done():  # cancelled: let the thread finish before cleaning up after it
+                await asyncio.wait([job])
+                if not job.cancelled() and job.exception() is None:
+                    await self.drop_blobs([job.result()])
+            await asyncio.shield(self._io(discard))
             if is_out_of_space(exc):
                 raise not_enough_space(size) from exc
             raise
-        finally:
-            if files:
-                await asyncio.shield(self._io(self._close_all, files))
+        return Ingested(blob, size, b64md5(md5))
 
-    def _open_blobs(self, blobs: Sequence[str]) -> list[BinaryIO]:
+    def _link(self, source: Path, target: Path) -> None:
+        """``target`` becomes another name of ``source``'s bytes (a copy where links fail)."""
+        if self.use_hard_links:
+            try:
+                os.link(source, target)
+                return
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise
+        shutil.copyfile(source, target)
+        if self.fsync:
+            with open(target, "rb") as f:
+                os.fsync(f.fileno())
+
+    def _members(self, blob: str) -> list[Path]:
+        """The files holding ``blob``'s bytes, in order: itself, or a joined blob's links."""
+        path = self.blob_path(blob)
+        if path.is_dir():
+            return [path / name for name in sorted(os.listdir(path))]
+        if not path.exists():
+            raise FileNotFoundError(errno.ENOENT, "no such blob", str(path))
+        return [path]
+
+    def _open_members(self, blob: str) -> list[BinaryIO]:
         files: list[BinaryIO] = []
         try:
-            for blob in blobs:
-                files.append(self._open_blob(blob))
+            for member in self._members(blob):
+                files.append(open(member, "rb", buffering=0))
         except BaseException:
-            self._close_all(files)
+            _close_all(files)
             raise
         return files
 
-    @staticmethod
-    def _close_all(files: Sequence[BinaryIO]) -> None:
-        for f in files:
-            f.close()
+    async def hash_blob(self, blob: str, md5: _Hash, stop: threading.Event) -> int:
+        def run() -> int:
+            return sum(hash_file(member, md5, stop) for member in self._members(blob))
+
+        return await self._io(run)
 
     async def read_blob(
         self, blob: str, start: int = 0, end: int | None = None
     ) -> AsyncIterator[bytes]:
         # Opened before the first yield: a concurrent delete then cannot pull the bytes away.
         loop = asyncio.get_running_loop()
-        f = await self._io(self._open_blob, blob)
-        remaining = None if end is None else end - start
+        files = await self._io(self._open_members, blob)
+        spans = []  # (file, first byte, end) of each member within the blob
+        offset = 0
+        for f in files:
+            n = os.fstat(f.fileno()).st_size
+            spans.append((f, offset, offset + n))
+            offset += n
+        stop = offset if end is None else min(end, offset)
+        position = start
 
         def read_next() -> bytes:
-            nonlocal remaining
-            n = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
-            if n <= 0:
-                return b""
-            chunk = f.read(n) or b""
-            if remaining is not None:
-                remaining -= len(chunk)
-            return chunk
+            nonlocal position
+            for f, first, last in spans:
+                if first <= position < last:
+                    n = min(READ_CHUNK, last - position, stop - position)
+                    chunk = os.pread(f.fileno(), n, position - first) if n > 0 else b""
+                    position += len(chunk)
+                    return chunk
+            return b""
 
         ahead: asyncio.Future[bytes] | None = None
         try:
-            if start:
-                await self._io(f.seek, start)
             ahead = loop.run_in_executor(None, read_next)
             while True:
                 chunk = await ahead
@@ -467,10 +483,14 @@ class DiskBackend:
         finally:
             if ahead is not None:
                 await asyncio.wait([ahead])
-            await self._io(f.close)
+            await self._io(_close_all, files)
 
     async def open_blob_file(self, blob: str) -> BinaryIO | None:
-        return await self._io(self._open_blob, blob)
+        """The blob's file for ``sendfile``; None for a joined blob (several files)."""
+        try:
+            return await self._io(self._open_blob, blob)
+        except IsADirectoryError:
+            return None
 
     def _open_blob(self, blob: str) -> BinaryIO:
         return open(self.blob_path(blob), "rb", buffering=0)
@@ -479,9 +499,20 @@ class DiskBackend:
         new = uuid.uuid4().hex
 
         def link() -> None:
-            target = self.blob_path(new)
+            source, target = self.blob_path(blob), self.blob_path(new)
             target.parent.mkdir(exist_ok=True)
-            os.link(self.blob_path(blob), target)
+            if not source.is_dir():
+                self._link(source, target)
+                return
+            staged = self.tmp_dir / new
+            staged.mkdir()
+            try:
+                for member in self._members(blob):
+                    self._link(member, staged / member.name)
+                os.replace(staged, target)
+            except BaseException:
+                shutil.rmtree(staged, ignore_errors=True)
+                raise
 
         await self._io(link)
         return new
@@ -501,7 +532,7 @@ class DiskBackend:
 
         def unlink() -> None:
             for path in moved:
-                path.unlink(missing_ok=True)
+                _remove(path)
             self.reserve.ensure()
 
         if not blobs:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from fake_manta.models.backend import WRITE_BUFFER, ListQuery
+from fake_manta.models.backend import WRITE_BUFFER, Ingested, ListQuery, b64md5
 from fake_manta.models.entry import Entry
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
 
 
 class _MemoryWriter:
@@ -117,6 +122,30 @@ class MemoryBackend:
             a = max(start - lo, 0)
             b = len(chunk) if end is None else min(end - lo, len(chunk))
             yield chunk if (a == 0 and b == len(chunk)) else chunk[a:b]
+
+    async def hash_blob(self, blob: str, md5: _Hash, stop: threading.Event) -> int:
+        chunks = self._blobs[blob]
+
+        def run() -> int:
+            fed = 0
+            for chunk in chunks:
+                if stop.is_set():
+                    break
+                md5.update(chunk)
+                fed += len(chunk)
+            return fed
+
+        return await asyncio.get_running_loop().run_in_executor(None, run)
+
+    async def concat(self, blobs: Sequence[str], md5: bytes, size: int) -> Ingested:
+        """The parts' chunks (immutable) shared by the new blob: nothing is copied."""
+        chunks = [chunk for blob in blobs for chunk in self._blobs[blob]]
+        joined = sum(len(chunk) for chunk in chunks)
+        if joined != size:
+            raise RuntimeError(f"blobs changed while being joined ({joined} != {size})")
+        new = uuid.uuid4().hex
+        self._blobs[new] = chunks
+        return Ingested(new, size, b64md5(md5))
 
     async def link_blob(self, blob: str) -> str:
         new = uuid.uuid4().hex

@@ -27,8 +27,16 @@ from fake_manta.errors import (
     ResourceNotFound,
     SourceObjectNotFound,
 )
-from fake_manta.models.backend import Backend, Ingested, ListQuery, b64md5, concat_blobs
+from fake_manta.models.backend import (
+    Backend,
+    ConcatBackend,
+    Ingested,
+    ListQuery,
+    b64md5,
+    concat_blobs,
+)
 from fake_manta.models.entry import Entry, now_ms, parent_of
+from fake_manta.models.running_digest import RunningDigest
 
 #: The storage trees under every login, in listing order.
 ROOT_NAMES = ("public", "reports", "stor", "uploads")
@@ -38,6 +46,9 @@ MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PART_NUM = 799
 #: Length of the prefix directory of an upload (coal's 1; production uses 3).
 UPLOAD_PREFIX_LEN = 1
+#: Open uploads whose parts are hashed ahead of their commit (``RunningDigest``); past this
+#: many, the oldest one's head start is forgotten (its commit then hashes every part).
+RUNNING_DIGESTS = 256
 UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 #: muskie ``PART_NUM_REGEX``: plain ASCII digits, no leading zero (``01`` and ``८`` are refused)
@@ -90,6 +101,8 @@ class Store:
         self.backend = backend
         self.min_part_size = min_part_size
         self._lock = asyncio.Lock()
+        #: upload path -> the MD5 of its parts so far, oldest first (``RUNNING_DIGESTS``)
+        self._digests: dict[str, RunningDigest] = {}
 
     # -- lookups ----------------------------------------------------------------------------
     async def lookup(self, path: str) -> Entry | None:
@@ -232,6 +245,9 @@ class Store:
 
     async def reset(self) -> None:
         async with self._lock:
+            for digest in self._digests.values():
+                digest.close()
+            self._digests.clear()
             await self.backend.reset()
 
     # -- multipart uploads ------------------------------------------------------------------
@@ -312,7 +328,20 @@ class Store:
             if data.blob is not None:
                 await self.backend.drop_blobs([data.blob])
             raise
-        return await self.put_object(path, owner, data, meta)
+        entry = await self.put_object(path, owner, data, meta)
+        if isinstance(self.backend, ConcatBackend):
+            digest = self._digests.get(upload.path)
+            if digest is None:
+                digest = self._digests[upload.path] = RunningDigest(self.backend)
+                while len(self._digests) > RUNNING_DIGESTS:
+                    self._digests.pop(next(iter(self._digests))).close()
+            digest.offer(part, data.blob)
+        return entry
+
+    def _forget_digest(self, upload: Entry) -> None:
+        digest = self._digests.pop(upload.path, None)
+        if digest is not None:
+            digest.close()
 
     async def commit_upload(self, upload: Entry, part_etags: Sequence[str]) -> Entry:
         """Concatenate the parts into the target object (true whole-object MD5, off the loop)."""
@@ -369,7 +398,9 @@ class Store:
                 f"expected content-length {headers['content-length']}, but object was {total}")
         target_path: str = u["targetObject"]
         await self._check_commit_target(target_path)
-        data = await concat_blobs(self.backend, [p.blob for p in parts])
+        data = await concat_blobs(
+            self.backend, [p.blob for p in parts], self._digests.get(upload.path)
+        )
         if "content-md5" in headers and headers["content-md5"] != data.md5:
             if data.blob is not None:
                 await self.backend.drop_blobs([data.blob])
@@ -391,6 +422,7 @@ class Store:
             u["partsMD5Summary"], u["computedMD5"] = summary, data.md5
             u.pop("type", None)
             await self.backend.apply(put=[upload], delete=[p.path for p in parts])
+        self._forget_digest(upload)
         await self.backend.drop_blobs([p.blob for p in parts if p.blob])
         return entry
 
@@ -422,4 +454,5 @@ class Store:
             parts = await self.backend.list_children(fresh.path, ListQuery(limit=MAX_PART_NUM + 1))
             u["state"], u["result"] = "done", "aborted"
             await self.backend.apply(put=[fresh], delete=[p.path for p in parts])
+        self._forget_digest(fresh)
         await self.backend.drop_blobs([p.blob for p in parts if p.blob])
