@@ -388,8 +388,8 @@ def test_manta_multipart_defaults() -> None:
     cfg = MantaConfig.from_mapping({"url": "http://m", "user": "operator", "key_file": "k"})
     assert (cfg.multipart_threshold, cfg.part_size, cfg.max_concurrency) == (
         256 * MiB,
-        64 * MiB,
-        4,
+        32 * MiB,
+        6,
     )
 
 
@@ -435,3 +435,38 @@ async def test_a_large_export_goes_up_in_parts(env: ExportEnv) -> None:
     info = await env.harness.target.stat(env.path("img.zfs"))
     assert info is not None and info.content_md5 == md5_b64(data)
     assert await open_uploads(env.harness) == []
+
+
+async def test_manta_remembers_part_md5s_of_a_confirmed_upload(tmp_path: Path) -> None:
+    """After Manta confirmed a commit, the same bytes go up again with the parts' MD5s as
+    remembered; a file that changed since is refused by Manta, nothing is committed, the
+    previous object stays and the remembered MD5s are dropped."""
+    async with open_target(
+        "manta-disk",
+        tmp_path / "target",
+        multipart_threshold=THRESHOLD,
+        part_size=PART_SIZE,
+        max_concurrency=CONCURRENCY,
+    ) as harness:
+        target: Any = harness.target
+        data = blob(SIZE, seed=21)
+        source = tmp_path / "image"
+        source.write_bytes(data)
+        md5 = md5_b64(data)
+        parts = tuple(md5_b64(data[i : i + PART_SIZE]) for i in range(0, SIZE, PART_SIZE))
+        path = harness.path("big")
+        assert target.part_digests.get(md5, SIZE, PART_SIZE) is None
+        await put(harness, path, FileBody(source), SIZE, md5)
+        assert target.part_digests.get(md5, SIZE, PART_SIZE) == parts
+
+        await put(harness, harness.path("again"), FileBody(source), SIZE, md5)
+        assert await read_all(harness.target, harness.path("again")) == data
+
+        changed = bytearray(data)
+        changed[PART_SIZE + 7] ^= 0xFF  # the second part's bytes, same size
+        source.write_bytes(changed)
+        with pytest.raises(StorageError):
+            await put(harness, path, FileBody(source), SIZE, md5)
+        assert await read_all(harness.target, path) == data
+        assert target.part_digests.get(md5, SIZE, PART_SIZE) is None
+        assert await open_uploads(harness) == []

@@ -148,8 +148,14 @@ class ExportWriter:
         """Look, safety-copy, remove the manifest, file, manifest, drop the copy; journaled."""
         storage, record = self.storage, self.record
         manifest_path, file_path = record.manifest_path, record.file_path
-        previous_file = await self._existing(file_path)
-        previous_manifest = await self._existing(manifest_path)
+        # Both looked up at once (a round trip each on a long link); the file's error first.
+        previous_file, previous_manifest = await asyncio.gather(
+            self._existing(file_path), self._existing(manifest_path), return_exceptions=True
+        )
+        if isinstance(previous_file, BaseException):
+            raise previous_file
+        if isinstance(previous_manifest, BaseException):
+            raise previous_manifest
         record = replace(
             record,
             previous_manifest=(

@@ -42,10 +42,12 @@ class MantaConfig(NetworkSettings):
     list_page_size: int = LIST_LIMIT
     #: Objects of at least this size go up as a multipart upload, smaller ones in one PUT.
     multipart_threshold: int = 256 * MiB
-    #: Bytes per part (raised when the object would need more than ``MAX_PARTS``).
-    part_size: int = 64 * MiB
+    #: Bytes per part (raised when the object would need more than ``MAX_PARTS``). Parts in
+    #: flight finish together, and Manta hashes the last ones after they all arrived: smaller
+    #: parts shorten that wait, more of them in flight fill a long link (bench/README.md, f).
+    part_size: int = 32 * MiB
     #: Parts in flight at once; the streaming path buffers at most one more.
-    max_concurrency: int = 4
+    max_concurrency: int = 6
 
     @classmethod
     def schema(cls) -> dict[str, Any]:

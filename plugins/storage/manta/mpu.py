@@ -9,8 +9,9 @@ aborts the upload, so nothing is left at the path and no upload stays open.
 
 Parts are prepared one after the other (read, hashed) and sent ``max_concurrency`` at a time.
 A body that offers its local file sends each part from the file with ``sendfile``: nothing is
-buffered. Any other body is cut into in-memory parts; a part is filled only once a sending slot
-is free, so at most ``max_concurrency`` parts are held. Parts and their MD5s are retried as any
+buffered, and the next part is hashed while the slots are busy. Any other body is cut into
+in-memory parts; a part is filled only once a sending slot is free, so at most
+``max_concurrency`` parts are held. Parts and their MD5s are retried as any
 request is; the MD5 of the whole object is compared with the one Manta computed at commit.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import concurrent.futures
 import contextlib
 import functools
@@ -27,7 +29,7 @@ import logging
 import os
 import posixpath
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -134,6 +136,10 @@ def _hash_range(
     return done, "" if whole is not None else content_md5_of(md5)
 
 
+def _remembered(length: int, md5: str) -> tuple[int, str]:
+    return length, md5
+
+
 def _hash_data(data: bytearray) -> tuple[int, str]:
     return len(data), content_md5(data)
 
@@ -161,6 +167,10 @@ class _PartSource:
     is what the object's MD5 must be, and Manta checks it at commit.
     """
 
+    #: Whether the next part may be made (and hashed) before a slot is free for it: only
+    #: when that holds no memory.
+    prepares_ahead = False
+
     def __init__(self, size: int, part_size: int, hasher: HashPool, whole: bool) -> None:
         self.size = size
         self.part_size = part_size
@@ -182,14 +192,24 @@ class _PartSource:
 
 
 class _FileParts(_PartSource):
-    """Parts as ranges of the body's local file: hashed by positional reads, sent with
+    """Parts as ranges of the body's local file: hashed by positional reads (or their MD5s
+    ``remembered`` from an earlier upload of the same bytes, ``PartDigests``), sent with
     ``sendfile`` (or read again in a thread where it cannot be used)."""
 
+    prepares_ahead = True
+
     def __init__(
-        self, local: LocalFile, size: int, part_size: int, hasher: HashPool, whole: bool
+        self,
+        local: LocalFile,
+        size: int,
+        part_size: int,
+        hasher: HashPool,
+        whole: bool,
+        remembered: tuple[str, ...] | None = None,
     ) -> None:
         super().__init__(size, part_size, hasher, whole)
         self.local = local
+        self.remembered = remembered
 
     async def parts(self) -> AsyncGenerator[Part, None]:
         if self.local.size != self.size:
@@ -204,7 +224,10 @@ class _FileParts(_PartSource):
                 )
                 await self.check_length(offset, got, length)
             body = FileRange(self.local.file, offset, length)
-            digest = functools.partial(_hash_range, fd, offset, length, stop)
+            if self.remembered is not None:
+                digest = functools.partial(_remembered, length, self.remembered[number])
+            else:
+                digest = functools.partial(_hash_range, fd, offset, length, stop)
             yield Part(number, body, length, digest)
 
     async def check_length(self, offset: int, got: int, length: int) -> None:
@@ -278,27 +301,49 @@ class MultipartUpload:
         cfg = target.config
         self.part_size = part_size_for(size, cfg.part_size)
         self.concurrency = cfg.max_concurrency
+        #: The parts' MD5s from an earlier upload of the same bytes, when there was one.
+        self.remembered = target.part_digests.get(content_md5, size, self.part_size)
+        #: Each part's MD5 as sent.
+        self.sent_md5s: dict[int, str] = {}
 
     async def run(self) -> ObjectInfo:
-        """Create, send the parts, commit; abort on any failure."""
-        await self._check_parent()
-        directory = await self._create()
+        """Create, send the parts, commit; abort on any failure.
+
+        The parent is looked up while the upload is created (one round trip instead of two:
+        on a long link each costs its latency); no part goes out before it is found, and a
+        missing parent is the error reported, whatever became of the create.
+        """
+        parent = asyncio.ensure_future(self._check_parent())
         try:
+            directory = await self._create()
+        except BaseException:
+            await asyncio.wait([parent])
+            failure = None if parent.cancelled() else parent.exception()
+            if failure is not None:
+                raise failure from None
+            raise
+        try:
+            await parent
             async with self._parts() as source:
                 etags = await self._send_all(directory, source)
                 await source.verified()
                 md5 = self.content_md5 or source.md5
             computed = await self._commit(directory, etags)
         except BaseException:
+            self.target.part_digests.forget(self.content_md5, self.size, self.part_size)
             await abort_upload(self.target, directory, self.path)
             raise
         if computed is not None and computed != md5:
             # Manta stored other bytes than those hashed here: never leave them at the path.
+            self.target.part_digests.forget(self.content_md5, self.size, self.part_size)
             await self.target.delete_object(self.path)
             raise ChecksumMismatch(
                 f"Manta computed MD5 {computed} for {self.path}, the body has {md5}",
                 path=self.path,
             )
+        if computed is not None and md5 is not None:  # confirmed by Manta: worth keeping
+            sent = [self.sent_md5s[n] for n in sorted(self.sent_md5s)]
+            self.target.part_digests.remember(md5, self.size, self.part_size, sent)
         return ObjectInfo(
             path=self.path,
             type="object",
@@ -333,6 +378,7 @@ class MultipartUpload:
             headers={"Accept": JSON_TYPE, "Content-Type": JSON_TYPE, "Content-Length": str(size)},
             body=body,
             size=size,
+            expect_continue=False,  # a small document: waiting for 100 costs a round trip
         )
         try:
             created = await response.json(content_type=None)
@@ -353,14 +399,18 @@ class MultipartUpload:
     @contextlib.asynccontextmanager
     async def _parts(self) -> AsyncIterator[_PartSource]:
         """The body's local file when it offers one, else its iterator; its hashing threads."""
-        hasher = HashPool(self.concurrency + 1)
+        # One thread per part in flight and one ahead, but no more than there are cores: more
+        # threads only slow each part's hash (and so the first parts' start) down.
+        hasher = HashPool(max(1, min(self.concurrency + 1, os.cpu_count() or 1)))
         whole = self.content_md5 is None
         try:
             if isinstance(self.body, LocalFileBody):
                 async with self.body.local_file() as local:
                     if local is not None:
                         try:
-                            yield _FileParts(local, self.size, self.part_size, hasher, whole)
+                            yield _FileParts(
+                                local, self.size, self.part_size, hasher, whole, self.remembered
+                            )
                         finally:
                             await hasher.close()  # before the file is closed
                         return
@@ -370,23 +420,51 @@ class MultipartUpload:
             await hasher.close()  # closing twice is harmless
 
     async def _send_all(self, directory: str, source: _PartSource) -> list[str]:
-        """Prepare parts in order, each once a slot is free; send up to ``concurrency`` at once."""
+        """Prepare parts in order; send up to ``concurrency`` at once.
+
+        Parts of a local file cost no memory, so up to ``concurrency`` of them are hashed
+        ahead while every slot is busy: parts tend to finish together, and each freed slot
+        then sends at once instead of hashing first. A part held in memory is filled only
+        once a slot is free.
+        """
         slots = asyncio.Semaphore(self.concurrency)
         etags: dict[int, str] = {}
         parts = source.parts()
+        ready: collections.deque[tuple[Part, asyncio.Future[tuple[int, str]]]] = (
+            collections.deque()
+        )
+        exhausted = False
+
+        async def prepare() -> bool:
+            """Make the next part and start hashing it; False when there is none."""
+            try:
+                part = await anext(parts)
+            except StopAsyncIteration:
+                return False
+            ready.append((part, asyncio.ensure_future(source.hasher.run(part.digest))))
+            return True
+
         try:
             async with asyncio.TaskGroup() as group:
                 while True:
-                    await slots.acquire()
-                    try:
-                        part = await anext(parts)
-                    except StopAsyncIteration:
-                        slots.release()
-                        break
-                    except BaseException:
-                        slots.release()
-                        raise
-                    group.create_task(self._send(directory, source, part, slots, etags))
+                    if source.prepares_ahead:
+                        while not exhausted and len(ready) <= self.concurrency:
+                            exhausted = not await prepare()
+                        if not ready:
+                            break
+                        await slots.acquire()
+                    else:
+                        await slots.acquire()
+                        try:
+                            more = await prepare()
+                        except BaseException:
+                            slots.release()
+                            raise
+                        if not more:
+                            slots.release()
+                            break
+                    part, digest = ready.popleft()
+                    group.create_task(self._send(directory, source, part, digest, slots, etags))
         except BaseExceptionGroup as failures:
             if source.own_error is not None:
                 raise source.own_error from None
@@ -396,6 +474,10 @@ class MultipartUpload:
                 raise source.own_error from None
             raise
         finally:
+            for _, digest in ready:  # hashed ahead for parts that were never sent
+                digest.cancel()
+            if ready:
+                await asyncio.wait([digest for _, digest in ready])
             await parts.aclose()
         return [etags[n] for n in sorted(etags)]
 
@@ -404,12 +486,13 @@ class MultipartUpload:
         directory: str,
         source: _PartSource,
         part: Part,
+        digest: Awaitable[tuple[int, str]],
         slots: asyncio.Semaphore,
         etags: dict[int, str],
     ) -> None:
-        """Hash the part, ``PUT <directory>/<n>`` with its Content-MD5; keep its etag."""
+        """``PUT <directory>/<n>`` with the part's Content-MD5 (``digest``); keep its etag."""
         try:
-            hashed, md5 = await source.hasher.run(part.digest)
+            hashed, md5 = await digest
             if hashed != part.size:
                 await source.verified()  # a short file is the producer's error first
                 raise StorageRequestFailed(
@@ -428,6 +511,9 @@ class MultipartUpload:
                 },
                 body=part.body,
                 size=part.size,
+                # The upload was just created: a refusal is unlikely, and waiting for 100
+                # costs each part a round trip, which on a long link is most of the point.
+                expect_continue=False,
             )
             response.release()
             etag = response.headers.get("Etag")
@@ -444,6 +530,7 @@ class MultipartUpload:
                     path=self.path,
                 )
             etags[part.number] = etag
+            self.sent_md5s[part.number] = md5
         finally:
             slots.release()
 
@@ -463,6 +550,7 @@ class MultipartUpload:
                 },
                 body=body,
                 size=size,
+                expect_continue=False,  # a small document, as the create's
             )
         except StorageRequestFailed as exc:
             if "content-md5" not in exc.message:

@@ -50,6 +50,7 @@ from plugins.storage.manta.aiohttp_internals import WriterPayload, continue_requ
 from plugins.storage.manta.configuration import MantaConfig, client_ssl
 from plugins.storage.manta.errors import error_from
 from plugins.storage.manta.mpu import MultipartUpload, discard_partial_uploads
+from plugins.storage.manta.part_digests import PartDigests
 from plugins.storage.manta.upload import FileSender, Sender, body_sender
 
 log = logging.getLogger(__package__)  # the plugin's logger, whichever module logs
@@ -112,6 +113,8 @@ class MantaTarget:
         self.shares = ConnectionShares(config.max_connections, config.account_share)
         #: Manta v2's refusal of the first SnapLink: later copies are refused without asking.
         self._links_refused: CopyUnsupported | None = None
+        #: Part MD5s of objects stored here, for uploads of the same bytes (``part_digests``).
+        self.part_digests = PartDigests()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -165,11 +168,14 @@ class MantaTarget:
         body: BodyFactory | None = None,
         size: int = 0,
         allowance: float = 0.0,
+        expect_continue: bool = True,
     ) -> aiohttp.ClientResponse:
         """Send one request, retrying transient failures; return a response whose status is in
         ``ok`` (the caller releases it) or raise the matching StorageError. ``operation`` names
         it in the storage metrics (``head``, ``put``, ``copy``...). ``allowance``: seconds its
-        answer may take beyond ``response_timeout`` (work Manta does before it answers)."""
+        answer may take beyond ``response_timeout`` (work Manta does before it answers).
+        A body waits for ``100 Continue`` unless ``expect_continue`` is false (a round trip
+        saved where a refusal is unlikely or the body small)."""
         url, signed_path = self._url(path, query)
 
         async def attempt() -> aiohttp.ClientResponse | StorageError:
@@ -180,7 +186,8 @@ class MantaTarget:
                 ) as sender,
             ):
                 return await self._attempt(
-                    method, url, signed_path, path, ok, headers, sender, allowance
+                    method, url, signed_path, path, ok, headers, sender, allowance,
+                    expect_continue,
                 )
 
         return await with_retries(
@@ -202,6 +209,7 @@ class MantaTarget:
         headers: Mapping[str, str] | None,
         sender: Sender | None,
         allowance: float = 0.0,
+        expect_continue: bool = True,
     ) -> aiohttp.ClientResponse | StorageError:
         """One signed request: the response if its status is in ``ok``, else the error to raise
         or retry. The body iterator's own exception is raised as it is."""
@@ -221,7 +229,7 @@ class MantaTarget:
                     url,
                     headers=sent,
                     data=data,
-                    expect100=sender is not None,
+                    expect100=sender is not None and expect_continue,
                     trace_request_ctx=watch,
                 )
         except StorageTooSlow as exc:
