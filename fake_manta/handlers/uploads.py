@@ -140,7 +140,8 @@ async def put_part(request: web.Request, target: Target) -> web.StreamResponse:
     check_declared_length(request, limit)
     data = await ingest(store.backend, body_chunks(request), limit=limit,
                         expected_md5=expected_md5,
-                        size_hint=parse_content_length(request.headers))
+                        size_hint=parse_content_length(request.headers),
+                        read_once=True)  # read back only by the commit's digest
     meta = ObjectMeta(content_type=clean_content_type(request.headers.get("Content-Type")),
                       durability=int((upload.upload or {}).get("numCopies", 2)))
     entry = await store.put_part(upload, number, target.login, data, meta)

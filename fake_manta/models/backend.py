@@ -78,7 +78,10 @@ class Backend(Protocol):
 
     async def list_children(self, parent: str, query: ListQuery) -> list[Entry]: ...
 
-    async def new_writer(self) -> BlobWriter: ...
+    async def new_writer(self, *, read_once: bool = False) -> BlobWriter:
+        """A writer for a new blob; ``read_once``: its bytes will be read back once at most
+        (a multipart part), so they need not be cached on the way."""
+        ...
 
     def read_blob(self, blob: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Bytes ``[start, end)`` of ``blob`` (``end=None``: to the end), in chunks."""
@@ -215,6 +218,7 @@ async def ingest(
     limit: int,
     expected_md5: str | None = None,
     size_hint: int | None = None,
+    read_once: bool = False,
 ) -> Ingested:
     """Stream ``chunks`` into a new blob, hashing on the way, never blocking the loop.
 
@@ -224,11 +228,11 @@ async def ingest(
     ``limit`` bytes raises MaxContentLengthExceeded; a Content-MD5 mismatch raises
     ContentMD5Mismatch (an empty body too: pass None where none is to be checked). On any
     failure the partial blob is discarded; a full disk is 507 NotEnoughSpace (muskie's message
-    names ``size_hint``, the declared length, in MB).
+    names ``size_hint``, the declared length, in MB). ``read_once`` goes to ``new_writer``.
     """
     loop = asyncio.get_running_loop()
     md5 = hashlib.md5()  # Manta's checksum
-    writer = await backend.new_writer()
+    writer = await backend.new_writer(read_once=read_once)
     pipeline: _Pipeline | None = None
     buf: list[bytes] = []
     buffered = 0

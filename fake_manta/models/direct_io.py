@@ -1,12 +1,13 @@
 """Blob files written around the page cache (``O_DIRECT``), through one aligned buffer.
 
-A buffered write copies every byte into page-cache pages the kernel has to find first. On a
-virtual machine that hands freed memory back to its host (virtio-balloon free page reporting),
-each of those pages costs a trip to the host when it is touched again: measured here, 1.5-1.8
-CPU seconds per GiB written against 0.2 for pages already in use, and the fake Manta writes
-every uploaded byte once more for each multipart part. With ``O_DIRECT`` the device reads the
-bytes straight from a buffer that this process reuses, so that cost is gone and the page cache
-keeps what callers read instead of what the fake just wrote.
+Used for multipart parts, whose bytes are read back once (by the commit's digest) and never
+served as they are: caching them is waste. A buffered write copies every byte into page-cache
+pages the kernel has to find first; on a virtual machine that hands freed memory back to its
+host (virtio-balloon free page reporting), each of those pages costs a trip to the host when
+it is touched again: measured here, 1.5-1.8 CPU seconds per GiB written against 0.2 for pages
+already in use. With ``O_DIRECT`` the device reads the bytes straight from a buffer that this
+process reuses, so that cost is gone and the page cache keeps what GETs read. Plain objects
+still go through the page cache, where the GET that tends to follow a PUT finds them.
 
 ``O_DIRECT`` wants the buffer's address, the file offset and the length aligned to the device's
 block: the bytes are gathered in a page-aligned buffer (an anonymous ``mmap``) and written a full

@@ -87,14 +87,14 @@ def _fsync_dir(path: Path) -> None:
 
 
 class _DiskWriter:
-    """One upload's bytes into ``tmp/``: around the page cache where the filesystem allows it
-    (``DirectFile``), else through it."""
+    """One upload's bytes into ``tmp/``: ``direct``, around the page cache where the filesystem
+    allows it (``DirectFile``), else through it."""
 
-    def __init__(self, backend: DiskBackend) -> None:
+    def __init__(self, backend: DiskBackend, direct: bool = False) -> None:
         self._backend = backend
         self._fsync = backend.fsync
         self._tmp = backend.tmp_dir / uuid.uuid4().hex
-        fd = open_direct(self._tmp) if backend.use_direct_io else None
+        fd = open_direct(self._tmp) if direct else None
         self._direct = DirectFile(fd) if fd is not None else None
         self._file = None if fd is not None else open(self._tmp, "wb", buffering=0)
         self._written = 0
@@ -185,8 +185,8 @@ class DiskBackend:
         #: linking them, the path taken where the filesystem refuses hard links (tests turn it
         #: off to cover it).
         self.use_hard_links = True
-        #: Internal switch: False writes uploads through the page cache, the path taken where
-        #: the filesystem refuses ``O_DIRECT`` (tests turn it off to cover it).
+        #: Internal switch: False writes multipart parts through the page cache too, the path
+        #: taken where the filesystem refuses ``O_DIRECT`` (tests turn it off to cover it).
         self.use_direct_io = True
 
     def blob_path(self, blob: str) -> Path:
@@ -349,10 +349,13 @@ class DiskBackend:
         await self._db_call(wipe)
 
     # -- bytes ------------------------------------------------------------------------------
-    async def new_writer(self) -> _DiskWriter:
+    async def new_writer(self, *, read_once: bool = False) -> _DiskWriter:
+        """A blob read back once at most (a multipart part: by the commit's digest, which
+        reads it direct too) is written around the page cache; any other through it, where
+        the GETs that tend to follow a PUT find it."""
         if not self.reserve.held:  # spent by a delete: take it back once there is room
             await self._io(self.reserve.ensure)
-        return await self._io(_DiskWriter, self)
+        return await self._io(_DiskWriter, self, read_once and self.use_direct_io)
 
     async def concat(self, blobs: Sequence[str], md5: bytes, size: int) -> Ingested:
         """``concat_blobs`` for files: a new blob made of ``blobs`` without copying a byte.

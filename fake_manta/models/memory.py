@@ -101,7 +101,7 @@ class MemoryBackend:
     async def list_children(self, parent: str, query: ListQuery) -> list[Entry]:
         return sort_and_page(list(self._children.get(parent, {}).values()), query)
 
-    async def new_writer(self) -> _MemoryWriter:
+    async def new_writer(self, *, read_once: bool = False) -> _MemoryWriter:
         return _MemoryWriter(self._blobs)
 
     async def open_blob_file(self, blob: str) -> BinaryIO | None:
