@@ -9,10 +9,11 @@ aborts the upload, so nothing is left at the path and no upload stays open.
 
 Parts are prepared one after the other (read, hashed) and sent ``max_concurrency`` at a time.
 A body that offers its local file sends each part from the file with ``sendfile``: nothing is
-buffered, and the next part is hashed while the slots are busy. Any other body is cut into
-in-memory parts; a part is filled only once a sending slot is free, so at most
-``max_concurrency`` parts are held. Parts and their MD5s are retried as any
-request is; the MD5 of the whole object is compared with the one Manta computed at commit.
+buffered, and up to ``max_concurrency`` parts are hashed ahead while the slots are busy (or
+their MD5s come from an earlier upload of the same bytes, ``part_digests``). Any other body
+is cut into in-memory parts; a part is filled only once a sending slot is free, so at most
+``max_concurrency`` parts are held. Parts and their MD5s are retried as any request is; the
+MD5 of the whole object is compared with the one Manta computed at commit.
 """
 
 from __future__ import annotations
@@ -93,9 +94,10 @@ class Part:
 class HashPool:
     """One upload's hashing threads: off the event loop and off the shared executor.
 
-    Parts are hashed in parallel (one thread per part in flight), the whole object's MD5, when
-    it is needed, on one more thread in order. ``close`` stops file hashes between two reads
-    and waits for the jobs running, so that no thread reads a descriptor after it is closed.
+    Parts are hashed in parallel (a thread per part in flight and one more, but no more
+    threads than cores), the whole object's MD5, when it is needed, in order among them.
+    ``close`` stops file hashes between two reads and waits for the jobs running, so that no
+    thread reads a descriptor after it is closed.
     """
 
     def __init__(self, threads: int) -> None:
