@@ -14,7 +14,7 @@ import queue
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol
 
 from fake_manta.errors import ContentMD5Mismatch, MaxContentLengthExceeded
 from fake_manta.models.entry import EMPTY_MD5, Entry, EntryType
@@ -96,6 +96,17 @@ class Backend(Protocol):
 
     async def link_blob(self, blob: str) -> str:
         """A new blob id sharing ``blob``'s bytes (SnapLinks): dropping one keeps the other."""
+        ...
+
+    async def hash_blob(self, blob: str, md5: _Hash, stop: threading.Event) -> int:
+        """See :class:`~fake_manta.models.running_digest.BlobHasher`."""
+        ...
+
+    async def concat(self, blobs: Sequence[str], md5: bytes, size: int) -> Ingested:
+        """One new blob holding ``blobs`` (none None) back to back, whose MD5 digest and
+        length the caller worked out (``RunningDigest``), without copying their bytes;
+        raises if the length differs. A failed or cancelled join leaves no new blob and
+        every blob as it was."""
         ...
 
     async def drop_blobs(self, blobs: Sequence[str]) -> None: ...
@@ -288,40 +299,15 @@ async def ingest(
         raise
 
 
-@runtime_checkable
-class ConcatBackend(Protocol):
-    """A backend that joins blobs itself, without streaming them back through ``ingest``."""
-
-    async def hash_blob(self, blob: str, md5: _Hash, stop: threading.Event) -> int:
-        """See :class:`~fake_manta.models.running_digest.BlobHasher`."""
-        ...
-
-    async def concat(self, blobs: Sequence[str], md5: bytes, size: int) -> Ingested:
-        """One new blob holding ``blobs`` (none None) back to back, whose MD5 digest and
-        length the caller worked out (``RunningDigest``); raises if the length differs.
-        A failed or cancelled join leaves no new blob and every blob as it was."""
-        ...
-
-
 async def concat_blobs(
     backend: Backend, blobs: Sequence[str | None], running: RunningDigest | None = None
 ) -> Ingested:
     """One new blob holding ``blobs`` back to back, with its true MD5 (MPU commit).
 
-    A backend that can join blobs is given their digest from ``running`` (which may have hashed
-    most parts while they were uploaded) or from a new one; any other backend streams them into
-    a new blob through ``ingest``.
+    The digest comes from ``running`` (which may have hashed most parts while they were
+    uploaded) or from a new one; the backend joins the blobs without copying them.
     """
-    present = [blob for blob in blobs if blob is not None]
-    if isinstance(backend, ConcatBackend):
-        digest, size = await (running or RunningDigest(backend)).finish(blobs)
-        if size == 0:
-            return Ingested(None, 0, EMPTY_MD5)
-        return await backend.concat(present, digest, size)
-
-    async def chunks() -> AsyncIterator[bytes]:
-        for blob in present:
-            async for chunk in backend.read_blob(blob):
-                yield chunk
-
-    return await ingest(backend, chunks(), limit=1 << 62)
+    digest, size = await (running or RunningDigest(backend)).finish(blobs)
+    if size == 0:
+        return Ingested(None, 0, EMPTY_MD5)
+    return await backend.concat([blob for blob in blobs if blob is not None], digest, size)

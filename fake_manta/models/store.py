@@ -29,7 +29,6 @@ from fake_manta.errors import (
 )
 from fake_manta.models.backend import (
     Backend,
-    ConcatBackend,
     Ingested,
     ListQuery,
     b64md5,
@@ -329,13 +328,12 @@ class Store:
                 await self.backend.drop_blobs([data.blob])
             raise
         entry = await self.put_object(path, owner, data, meta)
-        if isinstance(self.backend, ConcatBackend):
-            digest = self._digests.get(upload.path)
-            if digest is None:
-                digest = self._digests[upload.path] = RunningDigest(self.backend)
-                while len(self._digests) > RUNNING_DIGESTS:
-                    self._digests.pop(next(iter(self._digests))).close()
-            digest.offer(part, data.blob)
+        digest = self._digests.get(upload.path)
+        if digest is None:
+            digest = self._digests[upload.path] = RunningDigest(self.backend)
+            while len(self._digests) > RUNNING_DIGESTS:
+                self._digests.pop(next(iter(self._digests))).close()
+        digest.offer(part, data.blob)
         return entry
 
     def _forget_digest(self, upload: Entry) -> None:
