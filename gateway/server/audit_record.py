@@ -1,19 +1,15 @@
 """The audit record's fields, and their JSON written directly.
 
-One audit record is written per request, so its JSON is cheap: orjson (compiled) writes the
-fields, and its output is used when it is exactly what
-``json.dumps(fields(), separators=(",", ":"))`` would write (ASCII-only, as bunyan records are
-here); otherwise an f-string with the standard library's own string escaper writes it.
-``fields`` is the same record as a dict, for the handlers that take a ``LogRecord``; tests
-keep the three equal.
+One audit record is written per request, so its line is cheap: ``bunyan_line`` writes exactly
+what the gateway's bunyan formatter writes for a ``LogRecord`` of it (compact, ASCII-only JSON),
+without the ``LogRecord``, the dict of its fields or the formatter. ``fields`` is the same
+record as a dict, for the handlers that take a ``LogRecord``; tests keep the two equal.
 """
 
 from __future__ import annotations
 
 from json.encoder import encode_basestring_ascii
 from typing import Any, NamedTuple
-
-import orjson
 
 __all__ = ["AuditRecord"]
 
@@ -65,48 +61,47 @@ class AuditRecord(NamedTuple):
             fields["err"] = dict(self.err)
         return fields
 
-    def json_members(self) -> str:
-        """``fields()`` as JSON, without the enclosing braces (bunyan's fields go around it).
+    def message(self) -> str:
+        """The record's ``msg``: its outcome, for a human reading the text log."""
+        return (
+            f"handled: {self.status} {self.method} {self.url}"
+            f" ({self.route or 'no route'}, {self.latency} ms)"
+        )
 
-        orjson (compiled) writes it in half the time, and its output is the standard
-        library's whenever it is ASCII without DEL (which ``json`` escapes and orjson does
-        not); anything else (non-ASCII text, a lone surrogate) is escaped as ``json`` does.
-        """
-        try:
-            encoded = orjson.dumps(self.fields())
-        except orjson.JSONEncodeError:
-            return self.escaped_members()
-        if encoded.isascii() and b"\x7f" not in encoded:
-            return encoded[1:-1].decode("ascii")
-        return self.escaped_members()
+    def bunyan_line(self, prefix: str, time: str) -> str:
+        """The record's whole bunyan line (no newline), as ``BunyanFormatter`` writes a
+        ``LogRecord`` of ``fields()`` and ``message()``: ``prefix`` (the formatter's, up to
+        and with the ``level`` member), the fields, ``msg``, ``time``, ``v``.
 
-    def escaped_members(self) -> str:
-        """``json_members`` written with the standard library's ASCII escaper.
-
-        The fields typed ``str`` and ``int`` are written as such; the others may be ``None``.
-        (The ``None`` checks are inline: a function call per field was a third of the cost.)
+        One f-string, each text escaped by the standard library's own (compiled) escaper,
+        so the bytes are ``json.dumps``'s (compact, ASCII): the record is written for every
+        request, and this is about a third of what building ``fields()`` and encoding it
+        costs. The fields typed ``str`` and ``int`` are written as such; the others may be
+        ``None`` (checked inline: a function call per field was a third of the cost).
         """
         quote = encode_basestring_ascii
-        req_id, route, address, port, account, err = (
-            self.req_id,
-            self.route,
-            self.remote_address,
-            self.remote_port,
-            self.account,
-            self.err,
-        )
+        (
+            req_id, route, method, url, version, address, port, status, latency, account,
+            bytes_in, bytes_out, err,
+        ) = self  # fmt: skip
+        # ``msg`` repeats the method, URL and route: escaped once (JSON escapes each
+        # character on its own, so the pieces' escapes are the whole's).
+        method_text, url_text = quote(method), quote(url)
+        route_text = "null" if route is None else quote(route)
         tail = ""
         if err is not None:
             name, message = _text(err.get("name")), _text(err.get("message"))
             tail = f',"err":{{"name":{name},"message":{message}}}'
         return (
-            f'"audit":true,"req_id":{"null" if req_id is None else quote(req_id)},'
-            f'"route":{"null" if route is None else _text(route)},'
-            f'"req":{{"method":{quote(self.method)},"url":{quote(self.url)},'
-            f'"httpVersion":{quote(self.http_version)},'
+            f'{prefix}"audit":true,"req_id":{"null" if req_id is None else quote(req_id)},'
+            f'"route":{route_text},"req":{{"method":{method_text},"url":{url_text},'
+            f'"httpVersion":{quote(version)},'
             f'"remoteAddress":{"null" if address is None else quote(address)},'
-            f'"remotePort":{"null" if port is None else int(port)}}},'
-            f'"res":{{"statusCode":{self.status:d}}},"latency":{self.latency:d},'
+            f'"remotePort":{"null" if port is None else port}}},'
+            f'"res":{{"statusCode":{status}}},"latency":{latency},'
             f'"account":{"null" if account is None else quote(account)},'
-            f'"bytesIn":{self.bytes_in:d},"bytesOut":{self.bytes_out:d}{tail}'
+            f'"bytesIn":{bytes_in},"bytesOut":{bytes_out}{tail},'
+            f'"msg":"handled: {status} {method_text[1:-1]} {url_text[1:-1]}'
+            f' ({"no route" if route is None else route_text[1:-1]}, {latency} ms)",'
+            f'"time":"{time}","v":0}}'
         )

@@ -10,12 +10,17 @@ audit logger (``audit: true``, ``route`` with CloudAPI's operation name, ``req``
 ``latency``).
 
 The audit record is written once per request, so it skips logging's machinery when it can
-(``write_audit``): nothing is built when the level leaves it out; otherwise, when the handler
-``configure`` installed writes JSON, the record's fields (``AuditRecord``) are written as JSON
-directly, after a prefix encoded once (``name``, ``hostname``, ``pid``, ``component``), into
-that handler's queue (``LineHandler``: one write per loop iteration). A ``LogRecord`` is made
-only for other handlers, when there are any (pytest's capture, a collector an embedding
-program adds). The line is exactly the one ``BunyanFormatter`` writes for the same record.
+(``_audit``): nothing is built when the level leaves it out; otherwise, when the handler
+``configure`` installed writes JSON and nothing else would see the record, the request only
+queues it in that handler (``LineHandler.write_later``: the request, its response, status,
+latency and time) and goes on. The record is gathered (``AuditRecord``) and its line written
+when the handler writes its queue, a few milliseconds later, in a batch with the others: the
+same work, done where the processor's caches still hold it (``bench/logging_overhead.py``
+measures the difference). The line, after a prefix encoded once (``name``, ``hostname``,
+``pid``, ``component``, ``level``), is exactly the one ``BunyanFormatter`` writes for the
+same record. When any other handler would see the record (pytest's capture, a collector an
+embedding program adds), it goes through logging as a ``LogRecord`` at once, to every handler
+alike.
 
 Secrets stay out: the audit record names no header, and the libraries that log request
 headers at DEBUG (botocore's signed requests) are held at INFO whatever the level.
@@ -32,7 +37,6 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from json.encoder import encode_basestring_ascii
 from typing import IO, Any, Literal
 
 from aiohttp import HttpVersion10, HttpVersion11, web
@@ -187,24 +191,21 @@ class BunyanFormatter(JsonFormatter):
         )
         self.service = name
         self.hostname = socket.gethostname()
-        self._prefixes: dict[tuple[str, int], str] = {}
+        self._prefixes: dict[tuple[str, int, int], str] = {}
 
-    def line(self, component: str, levelno: int, members: str, msg: str) -> str:
-        """What ``format`` writes for a record of logger ``component`` logged now, whose
-        extra fields are ``members`` (their JSON, without braces; none of bunyan's names):
-        without a ``LogRecord``, after a prefix encoded once."""
+    def line_prefix(self, component: str, levelno: int) -> str:
+        """The start of the line ``format`` writes for a record of logger ``component`` at
+        ``levelno``, up to and with the ``level`` member and its comma (bunyan's fields
+        before the record's own), encoded once per logger, level and process."""
         pid = _PID[0]
-        prefix = self._prefixes.get((component, pid))
+        key = (component, levelno, pid)
+        prefix = self._prefixes.get(key)
         if prefix is None:
             core = {"name": self.service, "hostname": self.hostname, "pid": pid}
             core["component"] = component
-            prefix = _compact_json(core)[:-1] + ',"level":'
-            self._prefixes[(component, pid)] = prefix
-        level = _BUNYAN_LEVELS.get(levelno) or bunyan_level(levelno)
-        return (
-            f"{prefix}{level},{members}{',' if members else ''}"
-            f'"msg":{encode_basestring_ascii(msg)},"time":"{_iso_time(time.time())}","v":0}}'
-        )
+            core["level"] = _BUNYAN_LEVELS.get(levelno) or bunyan_level(levelno)
+            prefix = self._prefixes[key] = _compact_json(core)[:-1] + ","
+        return prefix
 
     def add_fields(
         self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
@@ -372,82 +373,90 @@ def _audit(
     if not audit_log.isEnabledFor(levelno):
         return
     latency = int((time.monotonic() - started) * 1000)
+    ours = _direct_handler(levelno)
+    if ours is None:
+        record = _audit_record(request, response, status, latency)
+        audit_log.log(levelno, "%s", record.message(), extra=record.fields())
+        return
+    # Only what changes after this moment is taken now; the rest is read when the line is
+    # rendered, in the handler's next batch (see the module).
+    ours.write_later(
+        _audit_line, ours.formatter, levelno, request, response, status, latency, time.time()
+    )
+
+
+def _audit_line(
+    formatter: BunyanFormatter,
+    levelno: int,
+    request: web.Request,
+    response: web.StreamResponse | None,
+    status: int,
+    latency: int,
+    created: float,
+) -> str:
+    """The audit record's line, as ``formatter`` writes it, rendered when its handler
+    writes its queue."""
+    record = _audit_record(request, response, status, latency)
+    prefix = formatter.line_prefix(audit_log.name, levelno)
+    return record.bunyan_line(prefix, _iso_time(created)) + "\n"
+
+
+def _audit_record(
+    request: web.Request,
+    response: web.StreamResponse | None,
+    status: int,
+    latency: int,
+) -> AuditRecord:
     # The connection's peer, which aiohttp keeps per connection (not the transport's look-up).
     peer = request.protocol.peername
     port = peer[1] if isinstance(peer, tuple) and len(peer) >= 2 else None
-    try:  # the error middleware sets it first thing; ``get`` is a slower Mapping method
-        request_id: str | None = request[REQUEST_ID]
-    except KeyError:
-        request_id = None
-    try:
-        login: str | None = request[ACCOUNT].login
-    except KeyError:
-        login = None
-    route = route_name(request)
-    method = request.method
-    url = request.rel_url.raw_path_qs
+    # ``in`` and ``[]``: ``get`` is a slower Mapping method, and a KeyError caught costs more
+    # than both (most requests have an id; many, a ping's, no account).
+    request_id: str | None = request[REQUEST_ID] if REQUEST_ID in request else None
+    login: str | None = request[ACCOUNT].login if ACCOUNT in request else None
     version = request.version
     # Positional: a NamedTuple's keyword arguments cost a microsecond a request.
-    record = AuditRecord(
+    return AuditRecord(
         request_id,
-        route,
-        method,
-        url,
+        route_name(request),
+        request.method,
+        request.rel_url.raw_path_qs,
         _HTTP_VERSIONS.get(version) or f"{version.major}.{version.minor}",
         client_address(request),
         port,
         status,
         latency,
         login,
-        int(getattr(request.content, "total_bytes", 0) or 0),
+        request.content.total_bytes,
         _bytes_out(request, response),
         _error_of(response) if status >= 400 else None,
     )
-    msg = f"handled: {status} {method} {url} ({route or 'no route'}, {latency} ms)"
-    write_audit(levelno, msg, record)
 
 
 #: ``request.version`` as the audit record writes it.
 _HTTP_VERSIONS = {HttpVersion11: "1.1", HttpVersion10: "1.0"}
 
 
-def write_audit(levelno: int, msg: str, audit: AuditRecord) -> None:
-    """Log ``audit`` at ``levelno``: straight into the JSON handler ``configure`` installed
-    when the record reaches it, as a ``LogRecord`` for every other handler."""
-    ours = _INSTALLED[0] if _INSTALLED else None
-    root = _ROOT
-    if not audit_log.handlers and not _PARENT.handlers and root.handlers == [ours]:
-        # The usual case (``serve``): only ours, on the root logger.
-        reached = audit_log.propagate and _PARENT.propagate
-        others = False
-    else:
-        reached = others = False
-        logger: logging.Logger | None = audit_log
-        while logger is not None:  # the handlers a LogRecord reaches (Logger.callHandlers)
-            for handler in logger.handlers:
-                if handler is ours:
-                    reached = True
-                else:
-                    others = True
-            logger = logger.parent if logger.propagate else None
-    formatter = ours.formatter if ours is not None else None
-    if not (
-        reached
-        and ours is not None
-        and isinstance(formatter, BunyanFormatter)
-        and levelno >= ours.level
+def _direct_handler(levelno: int) -> LineHandler | None:
+    """The JSON handler ``configure`` installed, when an audit record at ``levelno`` would
+    reach it and nothing else: no other handler, no filter on the way (``Logger.handle``,
+    ``Logger.callHandlers``)."""
+    if not _INSTALLED:
+        return None
+    ours = _INSTALLED[0]
+    handlers = _ROOT.handlers
+    if (
+        len(handlers) != 1
+        or handlers[0] is not ours
+        or levelno < ours.level
+        or audit_log.handlers
+        or _PARENT.handlers
+        or audit_log.filters
+        or not (audit_log.propagate and _PARENT.propagate)
+        or not isinstance(ours.formatter, BunyanFormatter)
     ):
-        audit_log.log(levelno, "%s", msg, extra=audit.fields())
-        return
-    ours.write_line(formatter.line(audit_log.name, levelno, audit.json_members(), msg) + "\n")
-    if others:
-        fields = audit.fields()
-        record = audit_log.makeRecord(audit_log.name, levelno, "", 0, msg, (), None, extra=fields)
-        ours.written = record
-        try:
-            audit_log.handle(record)
-        finally:
-            ours.written = None
+        return None
+    return ours
 
 
 @web.middleware

@@ -222,6 +222,7 @@ async def test_text_format(manta_env: ExportEnv) -> None:
         image = await manta_env.image(b"some bytes")
         status, request_id, _ = await export(manta_env, image.uuid, manta_env.path("t"))
     finally:
+        handler.flush()  # what it still holds (it writes every few milliseconds)
         root.removeHandler(handler)
         root.setLevel(level)
     assert status == 200

@@ -11,6 +11,7 @@ import os
 import re
 import socket
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -19,7 +20,6 @@ from gateway import hookimpl
 from gateway.cli import log_options
 from gateway.cli.main import build_parser
 from gateway.server import logs
-from gateway.server.audit_record import AuditRecord
 from gateway.server.log_stream import LineHandler
 from tests.support.helpers import import_image
 from tests.support.log_capture import Records
@@ -144,8 +144,27 @@ async def test_the_clients_request_id_is_the_records(chatty: Any, bunyan: Record
     assert {r.get("req_id") for r in records} == {"client-chosen-42"}
 
 
+@contextmanager
+def alone_on_the_root(direct: bool) -> Iterator[None]:
+    """With ``direct``, the handler ``configure`` installed is the root's only one for a
+    while (the session's sink and pytest's capture stand aside), so that the audit record
+    takes its direct path (``write_audit``) as in ``serve``; otherwise, as they are, the
+    ``LogRecord`` path."""
+    root = logging.getLogger()
+    others = [h for h in root.handlers if h not in logs._INSTALLED] if direct else []
+    for handler in others:
+        root.removeHandler(handler)
+    try:
+        assert (logs._direct_handler(logging.INFO) is not None) is direct
+        yield
+    finally:
+        for handler in others:
+            root.addHandler(handler)
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "log-record"])
 async def test_one_audit_record_per_request_with_cloudapis_route_names(
-    chatty: Any, bunyan: Records
+    chatty: Any, bunyan: Records, direct: bool
 ) -> None:
     image = chatty.image.uuid
     sent = [
@@ -161,10 +180,11 @@ async def test_one_audit_record_per_request_with_cloudapis_route_names(
         ("DELETE", f"/alice/images/{image}", 204, "deleteimage"),
         ("GET", "/alice/nothing-here", 404, None),
     ]
-    for method, path, status, _ in sent:
-        resp = await chatty.request(method, path)
-        assert resp.status == status, (method, path, await resp.text())
-    records = audits(bunyan())
+    with alone_on_the_root(direct):
+        for method, path, status, _ in sent:
+            resp = await chatty.request(method, path)
+            assert resp.status == status, (method, path, await resp.text())
+        records = audits(bunyan())
     assert [
         (r["req"]["method"], r["req"]["url"], r["res"]["statusCode"], r["route"]) for r in records
     ] == sent
@@ -203,37 +223,6 @@ async def test_an_internal_error_is_audited_as_a_warning(
 
 
 # --- the audit record's fast path and the line handler ------------------------------------------
-
-
-def test_the_audit_line_is_what_the_formatter_writes_for_the_same_record() -> None:
-    """``write_audit`` skips the ``LogRecord``: its line must be the formatter's, byte for
-    byte (but the time), for values that need escaping too."""
-    audit = AuditRecord(
-        req_id="r-1",
-        route=None,
-        method="GET",
-        url='/caf\u00e9?q="x"\\y\u2028',
-        http_version="1.1",
-        remote_address=None,
-        remote_port=None,
-        status=409,
-        latency=3,
-        account="b\u00f6b",
-        bytes_in=0,
-        bytes_out=12,
-        err={"name": "InvalidArgument", "message": "tab\there \U0001f600"},
-    )
-    fields = audit.fields()
-    assert audit.json_members() == json.dumps(fields, separators=(",", ":"))[1:-1]
-    formatter = logs.BunyanFormatter()
-    record = logs.audit_log.makeRecord(
-        "gateway.audit", logging.INFO, "", 0, "handled: x", (), None, extra=fields
-    )
-    time_field = re.compile(r'"time":"[^"]+"')
-    expected = time_field.sub("T", formatter.format(record))
-    written = formatter.line("gateway.audit", logging.INFO, audit.json_members(), "handled: x")
-    assert time_field.sub("T", written) == expected
-    assert TIME.match(json.loads(written)["time"])
 
 
 class Kept(logging.Handler):
@@ -287,15 +276,57 @@ class CountedWrites(io.StringIO):
         return super().write(text)
 
 
-async def test_lines_of_one_loop_iteration_are_written_together_at_the_next() -> None:
+async def written_by(stream: io.StringIO, text: str) -> None:
+    for _ in range(500):  # the handler's timer: a few milliseconds
+        if stream.getvalue() == text:
+            return
+        await asyncio.sleep(0.002)
+    assert stream.getvalue() == text
+
+
+async def test_lines_queued_together_are_written_together_a_moment_later() -> None:
     stream = CountedWrites()
     handler = LineHandler(stream)
     for n in range(3):
         handler.write_line(f"line {n}\n")
-    assert stream.getvalue() == ""  # queued while this step of the loop runs
-    await asyncio.sleep(0)
-    assert stream.getvalue() == "line 0\nline 1\nline 2\n"
+        await asyncio.sleep(0)  # other steps of the loop run meanwhile
+    assert stream.getvalue() == ""
+    await written_by(stream, "line 0\nline 1\nline 2\n")
     assert stream.writes == 1
+
+
+async def test_a_line_queued_unwritten_is_rendered_in_its_place_when_written() -> None:
+    stream = CountedWrites()
+    handler = LineHandler(stream)
+    rendered: list[str] = []
+
+    def render(text: str) -> str:
+        rendered.append(text)
+        return text + "\n"
+
+    handler.write_line("first\n")
+    handler.write_later(render, "second")
+    handler.write_line("third\n")
+    assert rendered == []  # not yet: when the queue is written
+    await written_by(stream, "first\nsecond\nthird\n")
+    assert rendered == ["second"]
+
+
+async def test_a_renderer_that_fails_loses_only_its_own_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stream = CountedWrites()
+    handler = LineHandler(stream)
+
+    def broken() -> str:
+        raise RuntimeError("a bug")
+
+    handler.write_line("before\n")
+    handler.write_later(broken)
+    handler.write_line("after\n")
+    handler.flush()
+    assert stream.getvalue() == "before\nafter\n"
+    assert "RuntimeError: a bug" in capsys.readouterr().err  # said as logging says it
 
 
 async def test_a_full_queue_and_close_write_at_once() -> None:

@@ -29,6 +29,7 @@ def _captured(level: str, *, audit_only: bool = False) -> Iterator[Records]:
     handler = logs.configure(level, "json", stream=stream)
 
     def records() -> list[dict[str, Any]]:
+        handler.flush()  # the lines it still holds (it writes every few milliseconds)
         parsed = [json.loads(line) for line in stream.getvalue().splitlines()]
         return [r for r in parsed if r.get("audit") is True] if audit_only else parsed
 
