@@ -410,10 +410,8 @@ def _audit_record(
     # The connection's peer, which aiohttp keeps per connection (not the transport's look-up).
     peer = request.protocol.peername
     port = peer[1] if isinstance(peer, tuple) and len(peer) >= 2 else None
-    # ``in`` and ``[]``: ``get`` is a slower Mapping method, and a KeyError caught costs more
-    # than both (most requests have an id; many, a ping's, no account).
-    request_id: str | None = request[REQUEST_ID] if REQUEST_ID in request else None
-    login: str | None = request[ACCOUNT].login if ACCOUNT in request else None
+    request_id = request.get(REQUEST_ID)  # the error middleware sets it first thing
+    account = request.get(ACCOUNT)  # set once the caller is authenticated
     version = request.version
     # Positional: a NamedTuple's keyword arguments cost a microsecond a request.
     return AuditRecord(
@@ -426,7 +424,7 @@ def _audit_record(
         port,
         status,
         latency,
-        login,
+        None if account is None else account.login,
         request.content.total_bytes,
         _bytes_out(request, response),
         _error_of(response) if status >= 400 else None,
