@@ -51,8 +51,10 @@ class LineHandler(logging.Handler):
     def __init__(self, stream: IO[str] | None = None) -> None:
         super().__init__()
         self._stream = stream
-        #: Guards the queue and the writes (records come from worker threads too).
-        self._queue_lock = threading.Lock()
+        #: Guards the queue and the writes (records come from worker threads too). Re-entrant:
+        #: a renderer that logs queues its record from inside a write (as logging's own
+        #: handlers' locks allow).
+        self._queue_lock = threading.RLock()
         self._queue: list[str | Pending] = []
         self._queued = 0
         #: The loop a flush is scheduled on (None: none is).
@@ -107,12 +109,12 @@ class LineHandler(logging.Handler):
         super().close()
 
     def _write_queue(self) -> None:
-        if not self._queue:
+        queue = self._queue
+        if not queue:
             return
-        lines = [item if isinstance(item, str) else self._render(item) for item in self._queue]
-        self._queue.clear()
-        self._queued = 0
-        text = "".join(lines)
+        # Taken first: what a renderer logs goes to a fresh queue, not into this one.
+        self._queue, self._queued = [], 0
+        text = "".join([item if isinstance(item, str) else self._render(item) for item in queue])
         stream = self.stream
         try:
             stream.write(text)

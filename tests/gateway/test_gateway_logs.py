@@ -312,6 +312,21 @@ async def test_a_line_queued_unwritten_is_rendered_in_its_place_when_written() -
     assert rendered == ["second"]
 
 
+async def test_a_renderer_may_log_while_the_queue_is_written() -> None:
+    """Rendering happens inside the write: a record it logs is queued, not a deadlock."""
+    stream = CountedWrites()
+    handler = LineHandler(stream)
+
+    def chatty(text: str) -> str:
+        handler.write_line("logged while rendering\n")
+        return text
+
+    handler.write_later(chatty, "rendered\n")
+    handler.flush()
+    assert stream.getvalue() == "rendered\n"
+    await written_by(stream, "rendered\nlogged while rendering\n")
+
+
 async def test_a_renderer_that_fails_loses_only_its_own_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
