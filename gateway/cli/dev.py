@@ -33,6 +33,7 @@ from gateway.cli import log_options
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from fake_manta import FakeMantaServer
     from gateway.httpsig import PrivateKey
 
 # aiohttp, cryptography and the servers are imported where they are used: every command's
@@ -382,7 +383,6 @@ async def running(
     """
     from aiohttp import web
 
-    from fake_manta import FakeMantaServer
     from gateway.server.app import create_app
     from gateway.settings import METRICS_LISTEN, Settings
 
@@ -398,7 +398,7 @@ async def running(
         demo_file.with_name(f"{DEMO_NAME}-{DEMO_VERSION}.imgmanifest").write_text, manifest_text
     )
 
-    async with FakeMantaServer(host=host, port=manta_port, data_dir=data_dir / "manta") as fm:
+    async with _fake_manta_on(host, manta_port, data_dir / "manta") as fm:
         fm.add_account(OPERATOR_LOGIN, public_keys=[operator_key.public_line], operator=True)
         fm.add_account(DEV_LOGIN, public_keys=[dev_key.public_line])
         manta_url = str(fm.url).rstrip("/")
@@ -425,7 +425,7 @@ async def running(
             try:
                 await site.start()
             except OSError as exc:
-                raise DevError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+                raise _cannot_listen(host, port, "--port", exc) from exc
             bound_port = runner.addresses[0][1]
             gateway_url = f"http://{host}:{bound_port}"
             await import_demo(app, image)
@@ -435,6 +435,27 @@ async def running(
             )
         finally:
             await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def _fake_manta_on(host: str, port: int, data_dir: Path) -> AsyncIterator[FakeMantaServer]:
+    """The fake Manta, listening (a ``DevError`` that says why if it cannot), then stopped."""
+    from fake_manta import FakeMantaServer
+
+    server = FakeMantaServer(host=host, port=port, data_dir=data_dir)
+    try:
+        await server.start()  # which lets go of everything it took when the listen fails
+    except OSError as exc:
+        raise _cannot_listen(host, port, "--manta-port", exc) from exc
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def _cannot_listen(host: str, port: int, option: str, exc: OSError) -> DevError:
+    why = exc.strerror or str(exc)
+    return DevError(f"cannot listen on {host}:{port}: {why} ({option} chooses another port)")
 
 
 def catalog_section(kind: str) -> dict[str, Any]:
@@ -491,6 +512,8 @@ async def _wait_for_stop() -> None:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``cloudapi-gateway dev``."""
     from gateway.cli.export import ClientError
+    from gateway.server.plugin_manager import ConfigurationError, PluginError
+    from gateway.settings import SettingsError
 
     log_options.configure(args)
     label = "smoke: FAILED" if args.smoke else "dev: error"
@@ -510,6 +533,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except (SettingsError, PluginError, ConfigurationError):
+        raise  # said once, by ``cloudapi-gateway``'s own handler (gateway.cli.main)
     except Exception as exc:
         # Unexpected: one clear line first, then the traceback for whoever debugs it.
         print(f"cloudapi-gateway {label}: {type(exc).__name__}: {exc}", file=sys.stderr)

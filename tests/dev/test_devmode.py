@@ -13,6 +13,8 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
+
 FINGERPRINT = r"(?:[0-9a-f]{2}:){15}[0-9a-f]{2}"
 
 
@@ -118,31 +120,32 @@ def test_smoke_on_the_object_store_catalog_exports_by_snaplink(tmp_path: Path) -
     assert not (data_dir / "gateway" / "images").exists()  # nothing on the gateway's disk
 
 
-def test_smoke_fails_clearly_when_the_port_is_taken(tmp_path: Path) -> None:
+@pytest.mark.parametrize("option", ["--port", "--manta-port"])
+def test_smoke_fails_clearly_when_the_port_is_taken(tmp_path: Path, option: str) -> None:
+    """The gateway's port or the fake Manta's: one line that says which and what to do."""
     import socket
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
+        ports = {"--port": "0", "--manta-port": "0", option: str(port)}
         proc = subprocess.run(
             [
                 *dev_command(),
                 "--smoke",
                 "--data-dir",
                 str(tmp_path),
-                "--port",
-                str(port),
-                "--manta-port",
-                "0",
+                *(part for pair in ports.items() for part in pair),
             ],
             capture_output=True,
             text=True,
             timeout=120,
             check=False,
         )
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert f"({option} chooses another port)" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
